@@ -1,0 +1,52 @@
+"""flask-peewee-pool: a connection pool for peewee and Flask that does not stall.
+
+No network I/O happens under a pool lock, locks are split into segments, connection
+lifetimes are jittered and recycled in the background, and pings are skipped for
+connections used a moment ago.
+"""
+
+from .database import (
+    CheckoutRejected,
+    CheckoutTimeout,
+    ConnectFailed,
+    PooledDatabase,
+    PooledMySQLDatabase,
+    PooledPostgresqlDatabase,
+    PooledSqliteDatabase,
+)
+from .errors import (
+    CheckinError,
+    ConfigError,
+    ConnectError,
+    PoolClosed,
+    PoolError,
+    PoolExhausted,
+    PoolTimeout,
+)
+from .options import PoolOptions
+from .pool import ConnectionPool, PooledConnection
+from .stats import PoolStats
+from .urls import connect
+
+__all__ = [
+    "CheckinError",
+    "CheckoutRejected",
+    "CheckoutTimeout",
+    "ConfigError",
+    "ConnectError",
+    "ConnectFailed",
+    "ConnectionPool",
+    "PoolClosed",
+    "PoolError",
+    "PoolExhausted",
+    "PoolOptions",
+    "PoolStats",
+    "PoolTimeout",
+    "PooledConnection",
+    "PooledDatabase",
+    "PooledMySQLDatabase",
+    "PooledPostgresqlDatabase",
+    "PooledSqliteDatabase",
+    "connect",
+]
+__version__ = "0.1.0"

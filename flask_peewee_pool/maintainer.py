@@ -1,0 +1,269 @@
+"""The maintainer: every duty of the pool that costs a round trip and that no request should
+wait for.
+
+One named daemon thread per pool wakes every ``TICK`` seconds (or at once when a connection
+is handed over for closing) and runs :meth:`Maintainer.tick`. The tick itself only does
+bookkeeping; the connects, pings and closes it decides on run as jobs on a small executor of
+``maintenance_concurrency`` threads, so a batch of expiring connections is recycled a few at a
+time and a slow connect never delays the next tick. Tests call ``tick(now)`` directly with a
+fake clock and no executor, which runs the jobs inline and deterministically.
+
+Duties, in tick order: close retiring connections (replacing those whose lifetime ended);
+recycle idle connections whose lifetime is about to end, replacement first when the pool has
+a free slot; close connections idle longer than ``idle_timeout`` down to ``min_idle``; ping
+connections idle longer than ``keepalive``; refill to ``min_idle``; warn about leaks; run the
+extra per-tick hooks (stats snapshots). Connect failures put the maintainer in backoff
+(exponential, jittered, capped at ``max_backoff``) and it logs once when the database goes
+down and once when it is back.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+import traceback
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .errors import ConnectError, PoolClosed
+
+if TYPE_CHECKING:
+    from .pool import ConnectionPool, PooledConnection
+
+logger = logging.getLogger("flask_peewee_pool")
+
+#: Seconds between two ticks when nothing wakes the maintainer earlier.
+TICK = 0.1
+#: Initial reconnect delay while the database is down; doubles up to ``max_backoff``.
+BASE_BACKOFF = 0.1
+
+
+class Maintainer:
+    """Background duties of one :class:`~flask_peewee_pool.pool.ConnectionPool`."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._inflight = 0
+        self._failures = 0
+        self._next_connect_at = 0.0
+        self.database_down = False
+        self.backoff = 0.0
+        #: Callables run at the end of every tick with ``now`` (e.g. stats snapshot writers).
+        self.hooks: list[Callable[[float], None]] = []
+
+    # ---------------------------------------------------------------- thread
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        name = f"fpp-maintainer-{self.pool.name}"
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self.pool.options.maintenance_concurrency, thread_name_prefix=name)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        if self._executor is not None:
+            # Jobs still connecting finish on their own and find the pool closed.
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        clock = self.pool.clock
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                self.tick(clock())
+            except Exception:  # a bug here must not kill the pool's upkeep
+                logger.exception("pool %r: maintainer tick failed", self.pool.name)
+            self._wake.wait(TICK)
+
+    def _submit(self, job: Callable[[], None]) -> None:
+        if self._executor is None:
+            job()
+            return
+        with self._lock:
+            self._inflight += 1
+
+        def run() -> None:
+            try:
+                job()
+            except Exception:
+                logger.exception("pool %r: maintenance job failed", self.pool.name)
+            finally:
+                with self._lock:
+                    self._inflight -= 1
+
+        try:
+            self._executor.submit(run)
+        except RuntimeError:  # executor shut down: do it here
+            run()
+
+    def _budget(self) -> int:
+        with self._lock:
+            return max(0, self.pool.options.maintenance_concurrency - self._inflight)
+
+    # ---------------------------------------------------------------- tick
+
+    def tick(self, now: float) -> None:
+        """Run every duty that is due at ``now``."""
+        pool = self.pool
+        for conn, reason in pool.take_retiring():
+            self._submit(lambda c=conn, r=reason: self._close(c, r))
+        if pool.closed:
+            return
+        opts = pool.options
+        can_connect = now >= self._next_connect_at
+        if opts.max_lifetime is not None and can_connect:
+            horizon = min(1.0, opts.max_lifetime * 0.1) + TICK
+            for old in pool.withdraw_idle(lambda c: c.expires_at - horizon <= now,
+                                          self._budget()):
+                spare = pool.reserve_slot()
+                self._submit(lambda o=old, s=spare: self._recycle(o, s))
+        if opts.idle_timeout is not None:
+            excess = pool.size - opts.min_idle
+            if excess > 0:
+                cutoff = now - opts.idle_timeout
+                for conn in pool.withdraw_idle(lambda c: c.last_used_at <= cutoff,
+                                               min(excess, self._budget())):
+                    self._submit(lambda c=conn: self._close(c, "idle"))
+        if opts.keepalive is not None:
+            cutoff = now - opts.keepalive
+            for conn in pool.withdraw_idle(
+                    lambda c: max(c.last_used_at, c.last_checked_at) <= cutoff, self._budget()):
+                self._submit(lambda c=conn: self._keepalive(c))
+        if opts.min_idle and can_connect:
+            self._refill()
+        if opts.leak_threshold is not None:
+            self._check_leaks(now, opts.leak_threshold)
+        for hook in list(self.hooks):
+            try:
+                hook(now)
+            except Exception:
+                logger.exception("pool %r: maintainer hook failed", pool.name)
+
+    def _refill(self) -> None:
+        pool = self.pool
+        stats = pool.stats()
+        deficit = min(pool.options.min_idle - stats.idle - stats.opening,
+                      pool.options.max_connections - stats.size)
+        for _ in range(min(deficit, self._budget())):
+            seg = pool.reserve_slot()
+            if seg is None:
+                break
+            self._submit(lambda s=seg: self._open(s))
+
+    # ---------------------------------------------------------------- jobs
+
+    def _open(self, seg: object) -> PooledConnection | None:
+        pool = self.pool
+        try:
+            conn = pool.open_in_slot(seg)  # type: ignore[arg-type]
+        except ConnectError as exc:
+            self._connect_failed(exc)
+            return None
+        except PoolClosed:
+            return None
+        self._connect_succeeded()
+        pool.install(conn)
+        return conn
+
+    def _close(self, conn: PooledConnection, reason: str) -> None:
+        pool = self.pool
+        pool.close_raw(conn)
+        if reason in ("lifetime", "keepalive") and not pool.closed:
+            self._open(pool.reuse_slot(conn, reason))
+        else:
+            pool.release_slot(conn, reason)
+
+    def _recycle(self, old: PooledConnection, spare: object | None) -> None:
+        """Replace ``old`` before its lifetime ends: open first if there is room."""
+        pool = self.pool
+        if spare is not None and self._open(spare) is not None:
+            pool.close_raw(old)
+            pool.release_slot(old, "lifetime")
+        else:
+            self._close(old, "lifetime")
+        pool.count("recycled")
+
+    def _keepalive(self, conn: PooledConnection) -> None:
+        pool = self.pool
+        ok = True
+        try:
+            pool.driver.ping(conn.raw)
+        except Exception as exc:
+            ok = False
+            logger.info("pool %r: keepalive ping failed, replacing: %s", pool.name, exc)
+        with conn.segment.lock:
+            conn.segment.counters.keepalive_pings += 1
+            if not ok:
+                conn.segment.counters.keepalive_failures += 1
+                conn.segment.counters.retired_broken += 1
+        if ok:
+            conn.last_checked_at = pool.clock()
+            pool.install(conn)
+        else:
+            pool.close_raw(conn)
+            self._open(pool.reuse_slot(conn, "keepalive"))
+
+    def close_retiring(self) -> None:
+        """Close every retiring connection now, in the calling thread (pool shutdown)."""
+        for conn, reason in self.pool.take_retiring():
+            self.pool.close_raw(conn)
+            self.pool.release_slot(conn, reason)
+
+    # ---------------------------------------------------------------- outage
+
+    def _connect_failed(self, exc: Exception) -> None:
+        pool = self.pool
+        with self._lock:
+            self._failures += 1
+            delay = min(pool.options.max_backoff, BASE_BACKOFF * 2 ** (self._failures - 1))
+            self.backoff = delay * (0.5 + 0.5 * pool.rng())
+            self._next_connect_at = pool.clock() + self.backoff
+            first = not self.database_down
+            self.database_down = True
+        if first:
+            logger.warning("pool %r: database unreachable, retrying with backoff: %s",
+                           pool.name, exc)
+
+    def _connect_succeeded(self) -> None:
+        with self._lock:
+            was_down, failures = self.database_down, self._failures
+            self._failures = 0
+            self.backoff = 0.0
+            self._next_connect_at = 0.0
+            self.database_down = False
+        if was_down:
+            logger.warning("pool %r: database reachable again after %d failed attempts",
+                           self.pool.name, failures)
+
+    # ---------------------------------------------------------------- leaks
+
+    def _check_leaks(self, now: float, threshold: float) -> None:
+        for conn in self.pool.in_use_connections():
+            if conn.leak_warned or now - conn.checked_out_at < threshold:
+                continue
+            conn.leak_warned = True
+            with conn.segment.lock:
+                conn.segment.counters.leaks += 1
+            stack = "".join(traceback.format_list(conn.site or []))
+            logger.warning(
+                "pool %r: connection held for %.1f s by thread %s (leak_threshold=%s s); "
+                "checked out at:\n%s", self.pool.name, now - conn.checked_out_at,
+                conn.holder, threshold, stack)
+

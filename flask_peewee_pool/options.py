@@ -1,0 +1,201 @@
+"""PoolOptions: every setting of a pool, validated once, in one typed record.
+
+Validation happens when the options are built, so a bad value fails at start-up with a
+:class:`ConfigError` naming the setting and what it accepts, never at the first request.
+The same record backs the peewee database classes, the URL query parameters and the Flask
+``PEEWEE_POOL_*`` settings, which is why :meth:`PoolOptions.from_mapping` accepts strings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import ConfigError
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_NONE = {"", "none", "null"}
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolOptions:
+    """Settings of one :class:`~flask_peewee_pool.pool.ConnectionPool`.
+
+    Durations are seconds. ``None`` switches a duration-based duty off.
+    """
+
+    #: Hard cap on connections this pool holds open (idle + in use + opening + closing).
+    max_connections: int = 20
+    #: Connections the maintainer keeps open even when idle.
+    min_idle: int = 0
+    #: Sub-pools, each with its own lock; ``None`` picks ``min(4, max_connections)``.
+    segments: int | None = None
+    #: Upper bound of a connection's life; keep it below the server's ``wait_timeout``.
+    max_lifetime: float | None = 1800.0
+    #: Each connection lives ``uniform(max_lifetime * (1 - jitter), max_lifetime)``.
+    lifetime_jitter: float = 0.2
+    #: Idle connections older than this are closed, down to ``min_idle``.
+    idle_timeout: float | None = 600.0
+    #: Ping at checkout only if the connection sat idle this long (0: always; None: never).
+    ping_after: float | None = 1.0
+    #: The maintainer pings connections idle this long, so no firewall or server drops them.
+    keepalive: float | None = 60.0
+    #: Longest a checkout waits for a connection (None: forever).
+    timeout: float | None = 30.0
+    #: Threads allowed to wait at once; beyond that, PoolExhausted at once (0: unlimited).
+    max_waiting: int = 0
+    #: Warn (once, with the checkout stack) about a connection held longer than this.
+    leak_threshold: float | None = None
+    #: Connects and closes the maintainer may run at the same time.
+    maintenance_concurrency: int = 4
+    #: Longest pause between reconnect attempts while the database is down.
+    max_backoff: float = 10.0
+    #: Name used in thread names, log records and error messages.
+    name: str = "pool"
+
+    def __post_init__(self) -> None:
+        _check_int(self, "max_connections", minimum=1)
+        _check_int(self, "min_idle", minimum=0)
+        if self.min_idle > self.max_connections:
+            raise ConfigError(
+                "min_idle",
+                f"must be at most max_connections ({self.max_connections}), got {self.min_idle}",
+            )
+        _check_int(self, "segments", minimum=1, optional=True)
+        _check_number(self, "max_lifetime", positive=True, optional=True)
+        _check_number(self, "lifetime_jitter", minimum=0.0)
+        if self.lifetime_jitter >= 1:
+            raise ConfigError(
+                "lifetime_jitter", f"must be in [0, 1), got {self.lifetime_jitter!r}"
+            )
+        _check_number(self, "idle_timeout", positive=True, optional=True)
+        _check_number(self, "ping_after", minimum=0.0, optional=True)
+        _check_number(self, "keepalive", positive=True, optional=True)
+        _check_number(self, "timeout", positive=True, optional=True)
+        _check_int(self, "max_waiting", minimum=0)
+        _check_number(self, "leak_threshold", positive=True, optional=True)
+        _check_int(self, "maintenance_concurrency", minimum=1)
+        _check_number(self, "max_backoff", positive=True)
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError("name", f"must be a non-empty string, got {self.name!r}")
+
+    @property
+    def segment_count(self) -> int:
+        """Segments actually used: never more than there are connections to share."""
+        wanted = self.segments if self.segments is not None else 4
+        return max(1, min(wanted, self.max_connections))
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], *, source: str = "") -> PoolOptions:
+        """Build options from loosely typed values (URL query strings, environment, config).
+
+        Strings are converted by each field's type; unknown keys are rejected, because a
+        misspelt setting silently ignored is a setting that does not work. ``source`` is
+        prefixed to names in errors (e.g. ``PEEWEE_POOL_``) so they match what the user wrote.
+        """
+        def label(key: str) -> str:
+            return source + key.upper() if source else key
+
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, raw in values.items():
+            if key not in known:
+                accepted = ", ".join(label(n) for n in known)
+                raise ConfigError(label(key), f"unknown setting; accepted: {accepted}")
+            kwargs[key] = _coerce(label(key), known[key], raw)
+        try:
+            return cls(**kwargs)
+        except ConfigError as exc:
+            if source:
+                raise ConfigError(label(exc.setting), exc.detail) from None
+            raise
+
+    @classmethod
+    def coerce(cls, name: str, raw: Any) -> Any:
+        """Convert one loosely typed value (e.g. a string) to the type of setting ``name``."""
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        if name not in known:
+            raise ConfigError(name, f"unknown setting; accepted: {', '.join(known)}")
+        return _coerce(name, known[name], raw)
+
+    def replace(self, **changes: Any) -> PoolOptions:
+        return dataclasses.replace(self, **changes)
+
+
+def _coerce(name: str, field: dataclasses.Field[Any], raw: Any) -> Any:
+    if not isinstance(raw, str):
+        return raw
+    text = raw.strip().lower()
+    kind = str(field.type)
+    if "None" in kind and text in _NONE:
+        return None
+    try:
+        if kind.startswith("int"):
+            return int(text)
+        if kind.startswith("float"):
+            if text in ("inf", "infinity"):
+                raise ValueError(text)
+            return float(text)
+        if kind.startswith("bool"):
+            if text in _TRUE:
+                return True
+            if text in _FALSE:
+                return False
+            raise ValueError(text)
+    except ValueError:
+        raise ConfigError(name, f"expected {_describe(kind)}, got {raw!r}") from None
+    return raw
+
+
+def _describe(kind: str) -> str:
+    words = []
+    if "int" in kind:
+        words.append("an integer")
+    elif "float" in kind:
+        words.append("a number of seconds")
+    elif "bool" in kind:
+        words.append("true or false")
+    else:
+        words.append("a string")
+    if "None" in kind:
+        words.append("or none")
+    return " ".join(words)
+
+
+def _check_int(opts: PoolOptions, name: str, *, minimum: int, optional: bool = False) -> None:
+    value = getattr(opts, name)
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        accepted = f"an integer >= {minimum}" + (" or None" if optional else "")
+        raise ConfigError(name, f"must be {accepted}, got {value!r}")
+
+
+def _check_number(
+    opts: PoolOptions,
+    name: str,
+    *,
+    minimum: float | None = None,
+    positive: bool = False,
+    optional: bool = False,
+) -> None:
+    value = getattr(opts, name)
+    if value is None and optional:
+        return
+    ok = (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float))
+        and math.isfinite(value)
+        and (value > 0 if positive else value >= (minimum or 0.0))
+    )
+    if not ok:
+        bound = "> 0" if positive else f">= {minimum or 0}"
+        accepted = f"a finite number {bound}" + (" or None" if optional else "")
+        raise ConfigError(name, f"must be {accepted}, got {value!r}")

@@ -1,0 +1,765 @@
+"""ConnectionPool: a segmented connection pool that never does network I/O under a lock.
+
+The pool is split into segments, each with its own lock, idle stack and share of
+``max_connections`` (the shares sum exactly to it). A thread has a home segment; checkout
+pops the warmest idle connection there (one lock, taken once), else takes an idle one from
+another segment, else reserves a free slot (home first, then others) and connects with no
+lock held, else waits in a FIFO queue. Locks guard only in-memory bookkeeping; every connect,
+ping, rollback and close runs outside them, so one slow round trip never stalls another
+thread. A slot stays counted from the moment it is reserved until its connection is closed,
+which is what keeps the server-side count at or below ``max_connections`` at all times.
+
+Retiring connections (expired, broken, idle too long) are handed to the
+:class:`~flask_peewee_pool.maintainer.Maintainer`, which closes them and, for expiry, opens
+the replacement in the same slot, so no request ever pays for a connection's end of life.
+
+The pool knows nothing of Flask or peewee: it talks to the database only through a
+:class:`~flask_peewee_pool.drivers.Driver`.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import itertools
+import logging
+import os
+import random
+import sys
+import threading
+import time
+import traceback
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .drivers import Driver, RawConnection
+from .errors import CheckinError, ConnectError, PoolClosed, PoolExhausted, PoolTimeout
+from .options import PoolOptions
+from .stats import Counters, Histogram, PoolStats
+
+logger = logging.getLogger("flask_peewee_pool")
+
+IDLE = "idle"
+IN_USE = "in_use"
+MAINTENANCE = "maintenance"  # withdrawn by the maintainer for a keepalive ping
+RETIRING = "retiring"  # slot still counted; waiting for the maintainer to close it
+CLOSED = "closed"
+
+_USE_DEFAULT: Any = object()
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+class PooledConnection:
+    """A raw DB-API connection plus the pool's bookkeeping about it."""
+
+    __slots__ = (
+        "__weakref__",
+        "checked_out_at",
+        "checkouts",
+        "created_at",
+        "expires_at",
+        "holder",
+        "last_checked_at",
+        "last_used_at",
+        "leak_warned",
+        "pool",
+        "raw",
+        "reclaimed",
+        "segment",
+        "site",
+        "state",
+    )
+
+    def __init__(self, raw: RawConnection, pool: ConnectionPool, segment: _Segment,
+                 now: float, expires_at: float) -> None:
+        self.raw = raw
+        self.pool = pool
+        self.segment = segment
+        self.created_at = now
+        self.expires_at = expires_at
+        self.last_used_at = now
+        self.last_checked_at = now
+        self.checked_out_at = 0.0
+        self.checkouts = 0
+        self.state = IDLE
+        self.holder: str | None = None
+        self.site: Any = None
+        self.leak_warned = False
+        self.reclaimed = False
+
+    def __repr__(self) -> str:
+        return (f"<PooledConnection pool={self.pool.name!r} segment={self.segment.index} "
+                f"state={self.state} checkouts={self.checkouts}>")
+
+
+class _Segment:
+    """One sub-pool. ``lock`` guards every other attribute."""
+
+    __slots__ = ("capacity", "connect_time", "counters", "idle", "in_use", "index", "lock",
+                 "opening", "slots", "usage_time", "wait_time")
+
+    def __init__(self, index: int, capacity: int) -> None:
+        self.index = index
+        self.lock = threading.Lock()
+        self.capacity = capacity
+        self.slots = 0  # idle + in use + opening + maintenance + retiring
+        self.opening = 0
+        self.idle: list[PooledConnection] = []  # a stack: the warmest connection on top
+        self.in_use: set[PooledConnection] = set()
+        self.counters = Counters()
+        self.wait_time = Histogram()
+        self.connect_time = Histogram()
+        self.usage_time = Histogram()
+
+
+class _Waiter:
+    __slots__ = ("conn", "event", "slot")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.conn: PooledConnection | None = None
+        self.slot: _Segment | None = None
+
+
+def _split(total: int, parts: int) -> list[int]:
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+class ConnectionPool:
+    """A thread-safe pool of connections made by ``driver``.
+
+    ``clock`` and ``rng`` are injectable so tests can drive lifetimes and timeouts
+    deterministically; ``start_maintainer=False`` leaves the background duties to explicit
+    :meth:`Maintainer.tick` calls.
+    """
+
+    def __init__(
+        self,
+        driver: Driver,
+        options: PoolOptions | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rng: Callable[[], float] = random.random,
+        start_maintainer: bool = True,
+        **overrides: Any,
+    ) -> None:
+        options = options or PoolOptions()
+        if overrides:
+            options = options.replace(**overrides)
+        self.options = options
+        self.driver = driver
+        self.clock = clock
+        self.rng = rng
+        self._start_maintainer = start_maintainer
+        self._init_state()
+        _live_pools.add(self)
+
+    def _init_state(self) -> None:
+        """(Re)build every lock and list; also run in a forked child."""
+        options = self.options
+        self._segments = [
+            _Segment(i, cap)
+            for i, cap in enumerate(_split(options.max_connections, options.segment_count))
+        ]
+        self._waiters: collections.deque[_Waiter] = collections.deque()
+        self._waiters_lock = threading.Lock()
+        self._retiring: collections.deque[tuple[PooledConnection, str]] = collections.deque()
+        self._home = threading.local()
+        self._next_home = itertools.count()
+        self._closed = False
+        self._pid = os.getpid()
+        self._start_lock = threading.Lock()
+        self.maintainer: Any = None
+        self._maintainer_started = False
+        from .maintainer import Maintainer
+
+        self.maintainer = Maintainer(self)
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def name(self) -> str:
+        return self.options.name
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __repr__(self) -> str:
+        return (f"<ConnectionPool {self.name!r} {self.driver.describe()} "
+                f"max_connections={self.options.max_connections}>")
+
+    # ------------------------------------------------------------------ checkout
+
+    def checkout(self, timeout: float | None = _USE_DEFAULT) -> PooledConnection:
+        """Return a connection for the calling thread's exclusive use.
+
+        Waits at most ``timeout`` seconds (default: the pool's ``timeout``), then raises
+        :class:`PoolTimeout`. Connect errors are raised at once as :class:`ConnectError`.
+        """
+        if self._closed:
+            raise PoolClosed(f"pool {self.name!r} is closed")
+        if not self._maintainer_started:
+            self._start_background()
+        start = self.clock()
+        if timeout is _USE_DEFAULT:
+            timeout = self.options.timeout
+        deadline = None if timeout is None else start + timeout
+        home = self._home_segment()
+
+        # Fast path: the warmest idle connection of the home segment, one lock, once.
+        with home.lock:
+            if home.idle:
+                conn = home.idle.pop()
+                self._hand_out(home, conn, start, 0.0)
+            else:
+                conn = None
+        if conn is not None and self._fresh(conn, start):
+            return conn
+        if conn is not None and not self._validate(conn):
+            conn = None
+        while conn is None:
+            conn = self._acquire_slow(home, start, deadline)
+            if conn is None:
+                continue
+            if not self._fresh(conn, self.clock()) and not self._validate(conn):
+                conn = None
+        return conn
+
+    def _fresh(self, conn: PooledConnection, now: float) -> bool:
+        """True if the connection can be handed out without a round trip."""
+        ping_after = self.options.ping_after
+        return conn.expires_at > now and (
+            ping_after is None or now - conn.last_used_at < ping_after
+        )
+
+    def _validate(self, conn: PooledConnection) -> bool:
+        """Check an idle connection before use (no lock held). False: it was retired."""
+        now = self.clock()
+        if conn.expires_at <= now:
+            self._retire(conn, "lifetime")
+            return False
+        seg = conn.segment
+        try:
+            if not self.driver.is_usable(conn.raw):
+                raise ConnectionError("connection is closed")
+            self.driver.ping(conn.raw)
+        except Exception as exc:
+            logger.info("pool %r: discarding a connection that failed its ping: %s",
+                        self.name, exc)
+            with seg.lock:
+                seg.counters.pings += 1
+                seg.counters.ping_failures += 1
+            self._retire(conn, "broken")
+            return False
+        conn.last_checked_at = conn.last_used_at = self.clock()
+        with seg.lock:
+            seg.counters.pings += 1
+        return True
+
+    def _acquire_slow(self, home: _Segment, start: float,
+                      deadline: float | None) -> PooledConnection | None:
+        """An idle connection from any segment, a new one in a free slot, or a wait."""
+        now = self.clock()
+        for seg in self._segments_from(home):
+            if seg.idle and seg.lock.acquire(blocking=seg is home):
+                try:
+                    if seg.idle:
+                        conn = seg.idle.pop()
+                        self._hand_out(seg, conn, start, now - start)
+                        return conn
+                finally:
+                    seg.lock.release()
+        for seg in self._segments_from(home):
+            if seg.slots < seg.capacity and seg.lock.acquire(blocking=seg is home):
+                try:
+                    reserved = seg.slots < seg.capacity
+                    if reserved:
+                        seg.slots += 1
+                        seg.opening += 1
+                finally:
+                    seg.lock.release()
+                if reserved:
+                    return self._open_for_checkout(seg, start)
+        return self._wait(start, deadline)
+
+    def _wait(self, start: float, deadline: float | None) -> PooledConnection | None:
+        waiter = _Waiter()
+        with self._waiters_lock:
+            if self._closed:
+                raise PoolClosed(f"pool {self.name!r} is closed")
+            limit = self.options.max_waiting
+            if limit and len(self._waiters) >= limit:
+                self.count("rejected")
+                raise PoolExhausted(self._describe_pressure(
+                    f"{len(self._waiters)} threads already waiting (max_waiting={limit})"))
+            self._waiters.append(waiter)
+        # Anything released between our scan and our enqueue is paired with a waiter now.
+        self._dispatch()
+        while True:
+            remaining = None if deadline is None else deadline - self.clock()
+            if remaining is not None and remaining <= 0:
+                signalled = waiter.event.is_set()
+            else:
+                signalled = waiter.event.wait(remaining)
+            if not signalled:
+                with self._waiters_lock:
+                    if not waiter.event.is_set():
+                        self._waiters.remove(waiter)
+                        self.count("timeouts")
+                        raise PoolTimeout(self._describe_pressure(
+                            f"no connection available within {self.options.timeout} s"))
+                continue
+            break
+        if waiter.conn is not None:
+            conn = waiter.conn
+            now = self.clock()
+            with conn.segment.lock:
+                self._record_wait(conn.segment, now - start)
+            return conn
+        if waiter.slot is not None:
+            return self._open_for_checkout(waiter.slot, start)
+        raise PoolClosed(f"pool {self.name!r} was closed while waiting")
+
+    def _dispatch(self) -> None:
+        """Pair waiting threads, oldest first, with idle connections or free slots."""
+        while self._waiters:
+            with self._waiters_lock:
+                if not self._waiters:
+                    return
+                waiter = self._waiters[0]
+                conn = self._pop_idle_any()
+                if conn is not None:
+                    waiter.conn = conn
+                else:
+                    seg = self._reserve_any()
+                    if seg is None:
+                        return
+                    waiter.slot = seg
+                self._waiters.popleft()
+                waiter.event.set()
+
+    def _pop_idle_any(self) -> PooledConnection | None:
+        for seg in self._segments:
+            if seg.idle:
+                with seg.lock:
+                    if seg.idle:
+                        conn = seg.idle.pop()
+                        self._hand_out(seg, conn, self.clock(), None)
+                        return conn
+        return None
+
+    def _reserve_any(self) -> _Segment | None:
+        for seg in self._segments:
+            if seg.slots < seg.capacity:
+                with seg.lock:
+                    if seg.slots < seg.capacity:
+                        seg.slots += 1
+                        seg.opening += 1
+                        return seg
+        return None
+
+    def _hand_out(self, seg: _Segment, conn: PooledConnection, start: float,
+                  waited: float | None) -> None:
+        """Bookkeeping of a checkout; caller holds ``seg.lock``."""
+        conn.state = IN_USE
+        conn.checkouts += 1
+        conn.leak_warned = False
+        seg.in_use.add(conn)
+        seg.counters.checkouts += 1
+        if waited is not None:
+            self._record_wait(seg, waited)
+        conn.checked_out_at = start
+        conn.holder = threading.current_thread().name
+        conn.site = self._capture_site() if self._track_sites else None
+
+    def _record_wait(self, seg: _Segment, waited: float) -> None:
+        seg.wait_time.observe(waited)
+
+    @property
+    def _track_sites(self) -> bool:
+        return self.options.leak_threshold is not None
+
+    def _capture_site(self) -> Any:
+        return traceback.extract_stack(limit=40)
+
+    def _open_for_checkout(self, seg: _Segment, start: float) -> PooledConnection:
+        conn = self.open_in_slot(seg)  # raises ConnectError with the slot released
+        now = self.clock()
+        with seg.lock:
+            self._hand_out(seg, conn, start, now - start)
+        return conn
+
+    def open_in_slot(self, seg: _Segment) -> PooledConnection:
+        """Connect into a slot already reserved in ``seg`` (no lock held).
+
+        On failure the slot is released (and waiters told) before the error propagates.
+        """
+        t0 = self.clock()
+        try:
+            raw = self.driver.connect()
+        except Exception as exc:
+            with seg.lock:
+                seg.opening -= 1
+                seg.slots -= 1
+                seg.counters.connect_failures += 1
+            self._dispatch()
+            raise ConnectError(
+                f"pool {self.name!r}: cannot connect to {self.driver.describe()}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        now = self.clock()
+        conn = PooledConnection(raw, self, seg, now, self._draw_expiry(now))
+        with seg.lock:
+            seg.opening -= 1
+            seg.counters.connects += 1
+            seg.connect_time.observe(now - t0)
+            conn.state = MAINTENANCE
+        if self._closed:
+            self._retire(conn, "closed")
+            self.maintainer.close_retiring()
+            raise PoolClosed(f"pool {self.name!r} is closed")
+        return conn
+
+    def _draw_expiry(self, now: float) -> float:
+        lifetime = self.options.max_lifetime
+        if lifetime is None:
+            return float("inf")
+        jitter = self.options.lifetime_jitter
+        return now + lifetime * (1.0 - jitter * self.rng())
+
+    # ------------------------------------------------------------------ checkin
+
+    def checkin(self, conn: PooledConnection, *, broken: bool = False) -> None:
+        """Give a connection back. Rolls back an open transaction (outside any lock).
+
+        A broken or expired connection goes to the maintainer, which closes it; the caller
+        never waits for a close. Returning a connection twice, or one from another pool,
+        raises :class:`CheckinError` and changes nothing.
+        """
+        if not isinstance(conn, PooledConnection) or conn.pool is not self:
+            raise CheckinError(f"pool {self.name!r}: {conn!r} does not belong to this pool")
+        seg = conn.segment
+        driver = self.driver
+        if not broken:
+            try:
+                broken = not driver.is_usable(conn.raw)
+                dirty = not broken and driver.needs_rollback(conn.raw)
+            except Exception:
+                broken, dirty = True, False
+        else:
+            dirty = False
+        now = self.clock()
+        with seg.lock:
+            if conn.state != IN_USE or conn not in seg.in_use:
+                raise CheckinError(
+                    f"pool {self.name!r}: connection returned twice (state {conn.state})")
+            seg.usage_time.observe(now - conn.checked_out_at)
+            if dirty:
+                conn.state = MAINTENANCE  # rolling back, outside the lock, below
+            else:
+                self._checkin_locked(seg, conn, broken, now)
+        if dirty:
+            try:
+                driver.rollback(conn.raw)
+            except Exception as exc:
+                logger.info("pool %r: rollback at checkin failed, discarding: %s",
+                            self.name, exc)
+                broken = True
+            now = self.clock()
+            with seg.lock:
+                seg.counters.rollbacks += 1
+                self._checkin_locked(seg, conn, broken, now)
+        if self._retiring:
+            if self._closed:
+                self.maintainer.close_retiring()
+            else:
+                self.maintainer.wake()
+        if self._waiters:
+            self._dispatch()
+
+    def _checkin_locked(self, seg: _Segment, conn: PooledConnection, broken: bool,
+                        now: float) -> None:
+        seg.in_use.discard(conn)
+        conn.holder = None
+        conn.site = None
+        conn.last_used_at = now
+        if broken:
+            self._retire_locked(conn, "broken")
+        elif conn.expires_at <= now or self._closed:
+            self._retire_locked(conn, "lifetime" if not self._closed else "closed")
+        elif seg.slots > seg.capacity:  # shrunk by resize: drain
+            self._retire_locked(conn, "idle")
+        else:
+            conn.state = IDLE
+            seg.idle.append(conn)
+
+    # ------------------------------------------------------------------ retirement
+
+    def _retire(self, conn: PooledConnection, reason: str) -> None:
+        with conn.segment.lock:
+            conn.segment.in_use.discard(conn)
+            self._retire_locked(conn, reason)
+        self.maintainer.wake()
+
+    def _retire_locked(self, conn: PooledConnection, reason: str) -> None:
+        conn.state = RETIRING
+        self._retiring.append((conn, reason))
+
+    def take_retiring(self) -> list[tuple[PooledConnection, str]]:
+        """Hand the retiring connections to the maintainer (their slots stay counted)."""
+        taken = []
+        while self._retiring:
+            try:
+                taken.append(self._retiring.popleft())
+            except IndexError:
+                break
+        return taken
+
+    def close_raw(self, conn: PooledConnection) -> None:
+        """Close a retiring connection's socket (no lock held); never raises."""
+        try:
+            self.driver.close(conn.raw)
+        except Exception as exc:
+            logger.debug("pool %r: error closing a connection: %s", self.name, exc)
+        conn.state = CLOSED
+
+    def release_slot(self, conn: PooledConnection, reason: str) -> None:
+        """Free a closed connection's slot and let a waiter use it."""
+        seg = conn.segment
+        with seg.lock:
+            seg.slots -= 1
+            self._count_retired_locked(seg, reason)
+        if self._waiters:
+            self._dispatch()
+
+    def _count_retired_locked(self, seg: _Segment, reason: str) -> None:
+        seg.counters.closed += 1
+        if reason == "lifetime":
+            seg.counters.retired_lifetime += 1
+        elif reason == "idle":
+            seg.counters.retired_idle += 1
+        elif reason == "broken":
+            seg.counters.retired_broken += 1
+
+    def reuse_slot(self, old: PooledConnection, reason: str) -> _Segment:
+        """Account for ``old`` closing while keeping its slot for a replacement."""
+        seg = old.segment
+        with seg.lock:
+            self._count_retired_locked(seg, reason)
+            seg.opening += 1
+        return seg
+
+    def install(self, conn: PooledConnection) -> None:
+        """Make a connection opened by the maintainer available (to a waiter first)."""
+        seg = conn.segment
+        now = self.clock()
+        with seg.lock:
+            conn.last_used_at = conn.last_checked_at = min(conn.last_used_at, now)
+            if self._closed:
+                self._retire_locked(conn, "closed")
+            else:
+                conn.state = IDLE
+                seg.idle.append(conn)
+        if self._closed:
+            self.maintainer.wake()
+        if self._waiters:
+            self._dispatch()
+
+    def withdraw_idle(self, predicate: Callable[[PooledConnection], bool],
+                      limit: int) -> list[PooledConnection]:
+        """Take up to ``limit`` idle connections matching ``predicate`` out of circulation.
+
+        Oldest-used first (the bottom of each stack), so warm connections stay in service.
+        """
+        taken: list[PooledConnection] = []
+        for seg in self._segments:
+            if len(taken) >= limit:
+                break
+            with seg.lock:
+                keep = []
+                for conn in seg.idle:
+                    if len(taken) < limit and predicate(conn):
+                        conn.state = MAINTENANCE
+                        taken.append(conn)
+                    else:
+                        keep.append(conn)
+                seg.idle[:] = keep
+        return taken
+
+    def reserve_slot(self) -> _Segment | None:
+        """Reserve a free slot for the maintainer (refill, replacement first)."""
+        return self._reserve_any()
+
+    def reclaim(self, older_than: float) -> int:
+        """Take back connections checked out more than ``older_than`` seconds ago.
+
+        For connections leaked by code that never returns them (playhouse's
+        ``close_stale``). They are closed by the maintainer; a later checkin of one is
+        ignored. Returns how many were reclaimed.
+        """
+        now = self.clock()
+        reclaimed = 0
+        for seg in self._segments:
+            with seg.lock:
+                for conn in [c for c in seg.in_use if now - c.checked_out_at >= older_than]:
+                    seg.in_use.discard(conn)
+                    conn.reclaimed = True
+                    self._retire_locked(conn, "broken")
+                    reclaimed += 1
+        if reclaimed:
+            self.maintainer.wake()
+        return reclaimed
+
+    def in_use_connections(self) -> list[PooledConnection]:
+        conns: list[PooledConnection] = []
+        for seg in self._segments:
+            with seg.lock:
+                conns.extend(seg.in_use)
+        return conns
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _start_background(self) -> None:
+        with self._start_lock:
+            if self._maintainer_started or self._closed:
+                return
+            if self._start_maintainer:
+                self.maintainer.start()
+            self._maintainer_started = True
+
+    def _home_segment(self) -> _Segment:
+        try:
+            return self._home.segment
+        except AttributeError:
+            seg = self._segments[next(self._next_home) % len(self._segments)]
+            self._home.segment = seg
+            return seg
+
+    def _segments_from(self, home: _Segment) -> list[_Segment]:
+        i = home.index
+        return self._segments[i:] + self._segments[:i]
+
+    @contextlib.contextmanager
+    def connection(self, timeout: float | None = _USE_DEFAULT) -> Iterator[RawConnection]:
+        """``with pool.connection() as raw:``: checkout, and checkin whatever happens."""
+        conn = self.checkout(timeout)
+        try:
+            yield conn.raw
+        except BaseException:
+            self.checkin(conn, broken=not self.driver.is_usable(conn.raw))
+            raise
+        self.checkin(conn)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the maintainer, close idle connections, and in-use ones as they return.
+
+        Waiting threads get :class:`PoolClosed`; later checkouts too.
+        """
+        with self._waiters_lock:
+            if self._closed:
+                return
+            self._closed = True
+            waiters = list(self._waiters)
+            self._waiters.clear()
+        for waiter in waiters:
+            waiter.event.set()
+        idle = self.withdraw_idle(lambda c: True, limit=sys.maxsize)
+        for conn in idle:
+            with conn.segment.lock:
+                self._retire_locked(conn, "closed")
+        self.maintainer.stop(timeout)
+        self.maintainer.close_retiring()
+
+    def close_idle(self) -> int:
+        """Close every idle connection now (playhouse's ``close_idle``)."""
+        idle = self.withdraw_idle(lambda c: True, limit=sys.maxsize)
+        for conn in idle:
+            with conn.segment.lock:
+                self._retire_locked(conn, "idle")
+        self.maintainer.wake()
+        if not self._maintainer_started or not self._start_maintainer:
+            self.maintainer.close_retiring()
+        return len(idle)
+
+    def _after_fork_in_child(self) -> None:
+        """Drop everything inherited from the parent without touching its sockets."""
+        inherited: list[PooledConnection] = []
+        for seg in self._segments:
+            inherited.extend(seg.idle)
+            inherited.extend(seg.in_use)
+        inherited.extend(conn for conn, _ in self._retiring)
+        for conn in inherited:
+            with contextlib.suppress(Exception):
+                self.driver.discard(conn.raw)
+            conn.state = CLOSED
+        was_closed = self._closed
+        self._init_state()
+        self._closed = was_closed
+
+    # ------------------------------------------------------------------ stats
+
+    def count(self, counter: str) -> None:
+        seg = self._segments[0]
+        with seg.lock:
+            setattr(seg.counters, counter, getattr(seg.counters, counter) + 1)
+
+    @property
+    def size(self) -> int:
+        return sum(seg.slots for seg in self._segments)
+
+    def stats(self) -> PoolStats:
+        """A consistent-enough snapshot (each segment read under its own lock)."""
+        counters = Counters()
+        wait, connect, usage = Histogram(), Histogram(), Histogram()
+        size = idle = in_use = opening = 0
+        for seg in self._segments:
+            with seg.lock:
+                counters.merge(seg.counters)
+                wait.merge(seg.wait_time)
+                connect.merge(seg.connect_time)
+                usage.merge(seg.usage_time)
+                size += seg.slots
+                idle += len(seg.idle)
+                in_use += len(seg.in_use)
+                opening += seg.opening
+        m = self.maintainer
+        return PoolStats(
+            name=self.name,
+            max_connections=self.options.max_connections,
+            min_idle=self.options.min_idle,
+            segments=len(self._segments),
+            size=size,
+            idle=idle,
+            in_use=in_use,
+            opening=opening,
+            closing=max(0, size - idle - in_use - opening),
+            waiting=len(self._waiters),
+            counters=counters,
+            checkout_wait=wait.summary(),
+            connect_time=connect.summary(),
+            usage_time=usage.summary(),
+            database_down=m.database_down,
+            backoff=m.backoff,
+            closed=self._closed,
+        )
+
+    def _describe_pressure(self, what: str) -> str:
+        size = self.size
+        in_use = sum(len(seg.in_use) for seg in self._segments)
+        return (f"pool {self.name!r}: {what} (size {size}/{self.options.max_connections}, "
+                f"in use {in_use}, waiting {len(self._waiters)})")
+
+
+_live_pools: weakref.WeakSet[ConnectionPool] = weakref.WeakSet()
+
+
+def _reinit_pools_in_child() -> None:
+    for pool in list(_live_pools):
+        pool._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reinit_pools_in_child)

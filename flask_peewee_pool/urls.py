@@ -1,0 +1,95 @@
+"""Database URLs: ``mysql://``, ``mariadb://``, ``postgresql://``, ``sqlite:///``.
+
+Query parameters that name a pool setting (``max_connections``, ``max_lifetime``, ...)
+configure the pool; the others go to the driver (``charset``, ``connect_timeout``,
+``sslmode``, ...). ``+pool`` suffixes (``mysql+pool://``, as in ``playhouse.db_url``) are
+accepted and mean the same thing: every URL here is pooled.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from .database import (
+    PooledDatabase,
+    PooledMySQLDatabase,
+    PooledPostgresqlDatabase,
+    PooledSqliteDatabase,
+)
+from .errors import ConfigError
+from .options import PoolOptions
+
+SCHEMES: dict[str, type[PooledDatabase]] = {
+    "mysql": PooledMySQLDatabase,
+    "mariadb": PooledMySQLDatabase,
+    "mysql+pymysql": PooledMySQLDatabase,
+    "postgresql": PooledPostgresqlDatabase,
+    "postgres": PooledPostgresqlDatabase,
+    "postgresql+psycopg": PooledPostgresqlDatabase,
+    "sqlite": PooledSqliteDatabase,
+}
+
+_POOL_KEYS = set(PoolOptions.field_names()) | {"stale_timeout", "pool_name"}
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ``***`` (for logs and messages)."""
+    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
+
+
+def parse(url: str) -> tuple[type[PooledDatabase], str, dict[str, Any]]:
+    """Split a URL into (database class, database name, keyword arguments)."""
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigError("DATABASE", f"expected a database URL such as "
+                          f"mysql://user:password@host/db, got {redact(str(url))!r}")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower().removesuffix("+pool")
+    cls = SCHEMES.get(scheme)
+    if cls is None:
+        raise ConfigError("DATABASE", f"unsupported scheme {parts.scheme!r} in "
+                          f"{redact(url)!r}; accepted: {', '.join(sorted(SCHEMES))}")
+    kwargs: dict[str, Any] = {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key in _POOL_KEYS:
+            kwargs[key] = value  # validated and converted by the database class
+        else:
+            kwargs[key] = _driver_value(value)
+    if cls is PooledSqliteDatabase:
+        path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
+        if parts.netloc:
+            path = unquote(parts.netloc) + ("/" + path if path else "")
+        return cls, path or ":memory:", kwargs
+    database = unquote(parts.path.lstrip("/"))
+    if not database:
+        raise ConfigError("DATABASE", f"no database name in {redact(url)!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError("DATABASE", f"invalid port in {redact(url)!r}") from None
+    if parts.hostname:
+        kwargs.setdefault("host", parts.hostname)
+    if port:
+        kwargs.setdefault("port", port)
+    if parts.username:
+        kwargs.setdefault("user", unquote(parts.username))
+    if parts.password is not None:
+        kwargs.setdefault("password", unquote(parts.password))
+    return cls, database, kwargs
+
+
+def connect(url: str, **overrides: Any) -> PooledDatabase:
+    """A pooled peewee database for ``url``; keyword arguments override the URL's."""
+    cls, database, kwargs = parse(url)
+    kwargs.update(overrides)
+    return cls(database, **kwargs)
+
+
+def _driver_value(value: str) -> Any:
+    lowered = value.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if re.fullmatch(r"-?\d+", value):
+        return int(value)
+    return value
