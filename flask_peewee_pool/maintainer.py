@@ -54,8 +54,11 @@ class Maintainer:
         self._next_connect_at = 0.0
         self.database_down = False
         self.backoff = 0.0
-        #: Callables run at the end of every tick with ``now`` (e.g. stats snapshot writers).
-        self.hooks: list[Callable[[float], None]] = []
+
+    @property
+    def hooks(self) -> list[Callable[[float], None]]:
+        """The pool's tick hooks (``pool.tick_hooks``), run at the end of every tick."""
+        return self.pool.tick_hooks
 
     # ---------------------------------------------------------------- thread
 

@@ -153,6 +153,9 @@ class ConnectionPool:
         self.clock = clock
         self.rng = rng
         self._start_maintainer = start_maintainer
+        #: Callables run by the maintainer at the end of every tick with ``now`` (e.g. stats
+        #: snapshot writers). Kept on the pool so they survive the rebuild after a fork.
+        self.tick_hooks: list[Callable[[float], None]] = []
         self._init_state()
         _live_pools.add(self)
 
