@@ -10,6 +10,7 @@ connection costs no round trip.
 from __future__ import annotations
 
 import ssl
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -120,13 +121,16 @@ class PyMySQLDriver:
 def _shared_ssl_connection_class(base: type) -> type:
     """A PyMySQL Connection subclass whose "SSL preferred" context is built once."""
     shared: list[ssl.SSLContext] = []
+    build_once = threading.Lock()  # a one-time initialisation guard, not a pool lock
 
     class PooledPyMySQLConnection(base):  # type: ignore[misc, valid-type]
         def _create_ssl_ctx(self, sslp: Any) -> Any:
             if sslp:  # explicit settings: honour them exactly
                 return super()._create_ssl_ctx(sslp)
             if not shared:
-                shared.append(super()._create_ssl_ctx(sslp))
+                with build_once:
+                    if not shared:
+                        shared.append(super()._create_ssl_ctx(sslp))
             return shared[0]
 
     return PooledPyMySQLConnection
