@@ -1,0 +1,221 @@
+"""Worker threads, timing and CPU accounting shared by every scenario.
+
+Why one runner: every scenario is "N threads start together at a barrier, each
+does units of work until a count or a deadline"; keeping that in one place keeps
+the timing rules identical across pools (same barrier, same clock, same bounds).
+Every wait here is bounded: barriers and joins have timeouts, units are bounded by
+the pools' checkout timeout and the driver's read/connect timeouts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .pools import PoolAdapter
+from .proxyctl import ProxyHandle, cpu_seconds
+
+BARRIER_TIMEOUT = 60.0  # includes opening dedicated connections before the window
+JOIN_SLACK = 60.0  # how long past the deadline a unit may still run before a thread is "hung"
+
+
+@dataclass
+class ThreadResult:
+    units: int = 0
+    errors: int = 0
+    first_error: str | None = None
+    started: float = 0.0  # perf_counter when it left the barrier
+    finished: float = 0.0  # perf_counter when its last unit ended
+    latencies: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Run:
+    """What one pool did in one timed window."""
+
+    threads: list[ThreadResult]
+    hung: int
+    counters: dict[str, float | None]  # Meters deltas over the window
+
+    @property
+    def units(self) -> int:
+        return sum(t.units for t in self.threads)
+
+    @property
+    def errors(self) -> int:
+        return sum(t.errors for t in self.threads)
+
+    @property
+    def first_error(self) -> str | None:
+        return next((t.first_error for t in self.threads if t.first_error), None)
+
+    def _ran(self) -> list[ThreadResult]:
+        return [t for t in self.threads if t.started]  # not those that failed to start
+
+    @property
+    def start(self) -> float:
+        return min((t.started for t in self._ran()), default=math.nan)
+
+    @property
+    def elapsed(self) -> float:
+        """First start to last finish."""
+        return max((t.finished for t in self._ran()), default=math.nan) - self.start
+
+    def done_times(self) -> list[float]:
+        """Per thread, seconds from the common start until its last unit ended."""
+        start = self.start
+        return sorted(t.finished - start for t in self._ran())
+
+    def latency_percentiles(self) -> dict[str, float]:
+        lat = sorted(x for t in self.threads for x in t.latencies)
+        return {f"p{q}": percentile(lat, q) for q in (50, 90, 99)} | {
+            "max": lat[-1] if lat else math.nan
+        }
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return math.nan
+    k = max(0, min(len(sorted_values) - 1, math.ceil(q / 100 * len(sorted_values)) - 1))
+    return sorted_values[k]
+
+
+def server_pid() -> int | None:
+    """The local MariaDB/MySQL server's pid, for CPU accounting (None if not local)."""
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return None
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() in ("mariadbd", "mysqld"):
+                    return int(pid)
+        except OSError:
+            continue
+    return None
+
+
+class Meters:
+    """Counters sampled at the start and end of a timed window.
+
+    CPU seconds of this process (minus an in-process proxy thread), of the proxy and of
+    the server (on a 2-core machine they share the same cores, so this says who was
+    the bottleneck), and the chunks the proxy forwarded upstream (about one per round
+    trip).
+    """
+
+    def __init__(self, proxy: ProxyHandle | None, server: int | None) -> None:
+        self.proxy = proxy
+        self.server = server
+
+    def sample(self) -> dict[str, float | None]:
+        proxy = self.proxy
+        proxy_cpu = proxy.cpu_seconds() if proxy is not None else None
+        client = cpu_seconds(os.getpid())
+        if client is not None and proxy_cpu is not None and proxy is not None:
+            client -= proxy_cpu if proxy.mode == "thread" else 0.0
+        return {
+            "cpu_client_s": client,
+            "cpu_proxy_s": proxy_cpu,
+            "cpu_server_s": cpu_seconds(self.server) if self.server is not None else None,
+            "chunks_up": float(proxy.get("chunks_up")) if proxy is not None else None,
+        }
+
+    @staticmethod
+    def delta(a: dict[str, float | None], b: dict[str, float | None]) -> dict[str, float | None]:
+        out: dict[str, float | None] = {}
+        for key, start in a.items():
+            end = b.get(key)
+            out[key] = end - start if start is not None and end is not None else None
+        return out
+
+
+def run_workers(
+    adapter: PoolAdapter,
+    n_threads: int,
+    *,
+    warm: bool,
+    duration: float | None = None,
+    units_per_thread: int | None = None,
+    meters: Meters | None = None,
+) -> Run:
+    """Start ``n_threads`` together; each works until ``duration`` or ``units_per_thread``."""
+    if duration is None and units_per_thread is None:
+        raise ValueError("give a duration, a unit count, or both")
+    barrier = threading.Barrier(n_threads + 1)
+    results = [ThreadResult() for _ in range(n_threads)]
+
+    def worker(res: ThreadResult) -> None:
+        try:
+            adapter.thread_start(warm)
+            barrier.wait(BARRIER_TIMEOUT)
+        except Exception as exc:
+            res.errors += 1
+            res.first_error = f"thread start: {exc!r}"
+            barrier.abort()
+            return
+        res.started = time.perf_counter()
+        end = res.started + duration if duration is not None else math.inf
+        try:
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    adapter.unit()
+                except Exception as exc:
+                    res.errors += 1
+                    if res.first_error is None:
+                        res.first_error = repr(exc)
+                    t1 = time.perf_counter()
+                else:
+                    t1 = time.perf_counter()
+                    res.units += 1
+                    res.latencies.append(t1 - t0)
+                res.finished = t1
+                if units_per_thread is not None and res.units + res.errors >= units_per_thread:
+                    break
+                if t1 >= end:
+                    break
+        finally:
+            try:
+                adapter.thread_end()
+            except Exception as exc:
+                res.first_error = res.first_error or f"thread end: {exc!r}"
+
+    threads = [
+        threading.Thread(target=worker, args=(r,), name=f"bench-{i}", daemon=True)
+        for i, r in enumerate(results)
+    ]
+    for t in threads:
+        t.start()
+    with contextlib.suppress(threading.BrokenBarrierError):  # a worker failed: it says why
+        barrier.wait(BARRIER_TIMEOUT)
+    before = meters.sample() if meters else {}
+    limit = time.monotonic() + (duration or 0) + JOIN_SLACK
+    for t in threads:
+        t.join(max(0.0, limit - time.monotonic()))
+    after = meters.sample() if meters else {}
+    hung = sum(t.is_alive() for t in threads)
+    return Run(threads=results, hung=hung, counters=Meters.delta(before, after))
+
+
+def summary(run: Run) -> dict[str, Any]:
+    """The JSON-friendly part of a run (no per-unit latencies: they would be megabytes)."""
+    elapsed = run.elapsed
+    return {
+        "units": run.units,
+        "errors": run.errors,
+        "first_error": run.first_error,
+        "hung_threads": run.hung,
+        "elapsed_s": elapsed,
+        "units_per_s": run.units / elapsed if elapsed > 0 else math.nan,
+        "latency_s": run.latency_percentiles(),
+        "thread_done_s": run.done_times(),
+        "thread_units": [t.units for t in run.threads],
+        "counters": run.counters,
+    }
