@@ -170,6 +170,15 @@ class PooledDatabase:
                 "Attempting to close database while transaction is open.")
         return self._release(broken=False)
 
+    def release(self) -> bool:
+        """Return this thread's connection whatever state peewee thinks it is in.
+
+        For request teardown: peewee's transaction stack is dropped and the pool's checkin
+        rolls back whatever the view left open. Returns whether a connection was held.
+        """
+        del self._state.transactions[:]  # type: ignore[attr-defined]
+        return self._release(broken=False)
+
     def _release(self, *, broken: bool) -> bool:
         state = self._state  # type: ignore[attr-defined]
         is_open = not state.closed
@@ -250,6 +259,8 @@ class PooledSqliteDatabase(PooledDatabase, peewee.SqliteDatabase):
     """
 
     def _make_driver(self) -> Driver:
+        # The pool hands a connection to whichever thread checks it out next.
+        self.connect_params.setdefault("check_same_thread", False)
         return SqliteDriver(peewee.SqliteDatabase._connect.__get__(self),
                             database=str(self.database))
 

@@ -138,7 +138,7 @@ class Maintainer:
                 spare = pool.reserve_slot()
                 self._submit(lambda o=old, s=spare: self._recycle(o, s))
         if opts.idle_timeout is not None:
-            excess = pool.size - opts.min_idle
+            excess = pool.idle_count() - opts.min_idle  # the same measure _refill tops up
             if excess > 0:
                 cutoff = now - opts.idle_timeout
                 for conn in pool.withdraw_idle(lambda c: c.last_used_at <= cutoff,
@@ -174,6 +174,9 @@ class Maintainer:
 
     def _open(self, seg: object) -> PooledConnection | None:
         pool = self.pool
+        if pool.clock() < self._next_connect_at:  # in backoff: give the slot back
+            pool.unreserve(seg)  # type: ignore[arg-type]
+            return None
         try:
             conn = pool.open_in_slot(seg)  # type: ignore[arg-type]
         except ConnectError as exc:
@@ -181,7 +184,7 @@ class Maintainer:
             return None
         except PoolClosed:
             return None
-        self._connect_succeeded()
+        self.connect_succeeded()
         pool.install(conn)
         return conn
 
@@ -196,11 +199,14 @@ class Maintainer:
     def _recycle(self, old: PooledConnection, spare: object | None) -> None:
         """Replace ``old`` before its lifetime ends: open first if there is room."""
         pool = self.pool
-        if spare is not None and self._open(spare) is not None:
+        if spare is None:  # at the cap: the old one must go first
+            self._close(old, "lifetime")
+        elif self._open(spare) is not None:
             pool.close_raw(old)
             pool.release_slot(old, "lifetime")
-        else:
-            self._close(old, "lifetime")
+        else:  # no replacement now: keep serving until it really expires
+            pool.install(old)
+            return
         pool.count("recycled")
 
     def _keepalive(self, conn: PooledConnection) -> None:
@@ -244,7 +250,7 @@ class Maintainer:
             logger.warning("pool %r: database unreachable, retrying with backoff: %s",
                            pool.name, exc)
 
-    def _connect_succeeded(self) -> None:
+    def connect_succeeded(self) -> None:
         with self._lock:
             was_down, failures = self.database_down, self._failures
             self._failures = 0

@@ -69,7 +69,7 @@ class PoolOptions:
         _check_number(self, "lifetime_jitter", minimum=0.0)
         if self.lifetime_jitter >= 1:
             raise ConfigError(
-                "lifetime_jitter", f"must be in [0, 1), got {self.lifetime_jitter!r}"
+                "lifetime_jitter", f"must be in [0, 1), got {_show(self.lifetime_jitter)}"
             )
         _check_number(self, "idle_timeout", positive=True, optional=True)
         _check_number(self, "ping_after", minimum=0.0, optional=True)
@@ -80,7 +80,7 @@ class PoolOptions:
         _check_int(self, "maintenance_concurrency", minimum=1)
         _check_number(self, "max_backoff", positive=True)
         if not isinstance(self.name, str) or not self.name:
-            raise ConfigError("name", f"must be a non-empty string, got {self.name!r}")
+            raise ConfigError("name", f"must be a non-empty string, got {_show(self.name)}")
 
     @property
     def segment_count(self) -> int:
@@ -150,7 +150,7 @@ def _coerce(name: str, field: dataclasses.Field[Any], raw: Any) -> Any:
                 return False
             raise ValueError(text)
     except ValueError:
-        raise ConfigError(name, f"expected {_describe(kind)}, got {raw!r}") from None
+        raise ConfigError(name, f"expected {_describe(kind)}, got {_show(raw)}") from None
     return raw
 
 
@@ -175,7 +175,23 @@ def _check_int(opts: PoolOptions, name: str, *, minimum: int, optional: bool = F
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         accepted = f"an integer >= {minimum}" + (" or None" if optional else "")
-        raise ConfigError(name, f"must be {accepted}, got {value!r}")
+        raise ConfigError(name, f"must be {accepted}, got {_show(value)}")
+
+
+def _show(value: Any) -> str:
+    """``repr(value)`` for an error message: short, and never raising."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to convert to text
+        return "an integer of thousands of digits"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float range
+        return False
 
 
 def _check_number(
@@ -192,10 +208,10 @@ def _check_number(
     ok = (
         not isinstance(value, bool)
         and isinstance(value, (int, float))
-        and math.isfinite(value)
+        and _finite(value)
         and (value > 0 if positive else value >= (minimum or 0.0))
     )
     if not ok:
         bound = "> 0" if positive else f">= {minimum or 0}"
         accepted = f"a finite number {bound}" + (" or None" if optional else "")
-        raise ConfigError(name, f"must be {accepted}, got {value!r}")
+        raise ConfigError(name, f"must be {accepted}, got {_show(value)}")

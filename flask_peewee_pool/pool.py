@@ -169,6 +169,9 @@ class ConnectionPool:
         self._waiters: collections.deque[_Waiter] = collections.deque()
         self._waiters_lock = threading.Lock()
         self._retiring: collections.deque[tuple[PooledConnection, str]] = collections.deque()
+        #: Every connection opened and not yet closed, whatever its state or who has it:
+        #: what a forked child must discard (strong references: no finalizer runs first).
+        self._open_conns: set[PooledConnection] = set()
         self._home = threading.local()
         self._next_home = itertools.count()
         self._closed = False
@@ -220,15 +223,21 @@ class ConnectionPool:
             else:
                 conn = None
         if conn is not None and self._fresh(conn, start):
-            return conn
+            return self._claim(conn)
         if conn is not None and not self._validate(conn):
             conn = None
         while conn is None:
-            conn = self._acquire_slow(home, start, deadline)
-            if conn is None:
-                continue
-            if not self._fresh(conn, self.clock()) and not self._validate(conn):
+            conn, opened = self._acquire_slow(home, start, deadline)
+            # A connection opened for this very checkout needs no ping.
+            if not opened and not self._fresh(conn, self.clock()) and not self._validate(conn):
                 conn = None
+        return self._claim(conn)
+
+    def _claim(self, conn: PooledConnection) -> PooledConnection:
+        """Record who holds ``conn`` and where they took it: in the receiving thread, with
+        no lock held (the connection is ours alone; capturing the stack may stat files)."""
+        conn.holder = threading.current_thread().name
+        conn.site = self._capture_site() if self._track_sites else None
         return conn
 
     def _fresh(self, conn: PooledConnection, now: float) -> bool:
@@ -263,8 +272,11 @@ class ConnectionPool:
         return True
 
     def _acquire_slow(self, home: _Segment, start: float,
-                      deadline: float | None) -> PooledConnection | None:
-        """An idle connection from any segment, a new one in a free slot, or a wait."""
+                      deadline: float | None) -> tuple[PooledConnection, bool]:
+        """An idle connection from any segment, a new one in a free slot, or a wait.
+
+        Returns the connection and whether it was opened for this checkout.
+        """
         now = self.clock()
         for seg in self._segments_from(home):
             if seg.idle and seg.lock.acquire(blocking=seg is home):
@@ -272,7 +284,7 @@ class ConnectionPool:
                     if seg.idle:
                         conn = seg.idle.pop()
                         self._hand_out(seg, conn, start, now - start)
-                        return conn
+                        return conn, False
                 finally:
                     seg.lock.release()
         for seg in self._segments_from(home):
@@ -285,10 +297,10 @@ class ConnectionPool:
                 finally:
                     seg.lock.release()
                 if reserved:
-                    return self._open_for_checkout(seg, start)
+                    return self._open_for_checkout(seg, start), True
         return self._wait(start, deadline)
 
-    def _wait(self, start: float, deadline: float | None) -> PooledConnection | None:
+    def _wait(self, start: float, deadline: float | None) -> tuple[PooledConnection, bool]:
         waiter = _Waiter()
         with self._waiters_lock:
             if self._closed:
@@ -313,7 +325,7 @@ class ConnectionPool:
                         self._waiters.remove(waiter)
                         self.count("timeouts")
                         raise PoolTimeout(self._describe_pressure(
-                            f"no connection available within {self.options.timeout} s"))
+                            f"no connection available within {deadline - start:g} s"))
                 continue
             break
         if waiter.conn is not None:
@@ -321,9 +333,9 @@ class ConnectionPool:
             now = self.clock()
             with conn.segment.lock:
                 self._record_wait(conn.segment, now - start)
-            return conn
+            return conn, False
         if waiter.slot is not None:
-            return self._open_for_checkout(waiter.slot, start)
+            return self._open_for_checkout(waiter.slot, start), True
         raise PoolClosed(f"pool {self.name!r} was closed while waiting")
 
     def _dispatch(self) -> None:
@@ -375,8 +387,8 @@ class ConnectionPool:
         if waited is not None:
             self._record_wait(seg, waited)
         conn.checked_out_at = start
-        conn.holder = threading.current_thread().name
-        conn.site = self._capture_site() if self._track_sites else None
+        conn.holder = None  # set by _claim() in the thread that receives it
+        conn.site = None
 
     def _record_wait(self, seg: _Segment, waited: float) -> None:
         seg.wait_time.observe(waited)
@@ -404,27 +416,35 @@ class ConnectionPool:
         try:
             raw = self.driver.connect()
         except Exception as exc:
-            with seg.lock:
-                seg.opening -= 1
-                seg.slots -= 1
-                seg.counters.connect_failures += 1
-            self._dispatch()
+            self.unreserve(seg, failed=True)
             raise ConnectError(
                 f"pool {self.name!r}: cannot connect to {self.driver.describe()}: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
         now = self.clock()
         conn = PooledConnection(raw, self, seg, now, self._draw_expiry(now))
+        if self.maintainer.database_down:
+            self.maintainer.connect_succeeded()
         with seg.lock:
+            self._open_conns.add(conn)
             seg.opening -= 1
             seg.counters.connects += 1
             seg.connect_time.observe(now - t0)
             conn.state = MAINTENANCE
         if self._closed:
-            self._retire(conn, "closed")
-            self.maintainer.close_retiring()
+            self._retire(conn, "closed")  # closes it: the maintainer is stopped
             raise PoolClosed(f"pool {self.name!r} is closed")
         return conn
+
+    def unreserve(self, seg: _Segment, *, failed: bool = False) -> None:
+        """Give back a slot reserved for a connect that did not happen or failed."""
+        with seg.lock:
+            seg.opening -= 1
+            seg.slots -= 1
+            if failed:
+                seg.counters.connect_failures += 1
+        if self._waiters:
+            self._dispatch()
 
     def _draw_expiry(self, now: float) -> float:
         lifetime = self.options.max_lifetime
@@ -444,6 +464,8 @@ class ConnectionPool:
         """
         if not isinstance(conn, PooledConnection) or conn.pool is not self:
             raise CheckinError(f"pool {self.name!r}: {conn!r} does not belong to this pool")
+        if conn.reclaimed:  # taken back by reclaim(); the maintainer closes it
+            return
         seg = conn.segment
         driver = self.driver
         if not broken:
@@ -455,7 +477,11 @@ class ConnectionPool:
         else:
             dirty = False
         now = self.clock()
-        with seg.lock:
+        # With threads waiting, a healthy connection goes straight to the oldest of them,
+        # under the waiters' lock then the segment's (the usual order): no thread arriving
+        # meanwhile can take it from the idle stack first.
+        handoff = not dirty and bool(self._waiters)
+        with self._waiters_lock if handoff else contextlib.nullcontext(), seg.lock:
             if conn.state != IN_USE or conn not in seg.in_use:
                 raise CheckinError(
                     f"pool {self.name!r}: connection returned twice (state {conn.state})")
@@ -463,7 +489,7 @@ class ConnectionPool:
             if dirty:
                 conn.state = MAINTENANCE  # rolling back, outside the lock, below
             else:
-                self._checkin_locked(seg, conn, broken, now)
+                self._checkin_locked(seg, conn, broken, now, handoff)
         if dirty:
             try:
                 driver.rollback(conn.raw)
@@ -472,9 +498,10 @@ class ConnectionPool:
                             self.name, exc)
                 broken = True
             now = self.clock()
-            with seg.lock:
+            handoff = bool(self._waiters)
+            with self._waiters_lock if handoff else contextlib.nullcontext(), seg.lock:
                 seg.counters.rollbacks += 1
-                self._checkin_locked(seg, conn, broken, now)
+                self._checkin_locked(seg, conn, broken, now, handoff)
         if self._retiring:
             if self._closed:
                 self.maintainer.close_retiring()
@@ -484,7 +511,8 @@ class ConnectionPool:
             self._dispatch()
 
     def _checkin_locked(self, seg: _Segment, conn: PooledConnection, broken: bool,
-                        now: float) -> None:
+                        now: float, handoff: bool = False) -> None:
+        """Caller holds ``seg.lock``, and the waiters' lock too if ``handoff``."""
         seg.in_use.discard(conn)
         conn.holder = None
         conn.site = None
@@ -495,6 +523,11 @@ class ConnectionPool:
             self._retire_locked(conn, "lifetime" if not self._closed else "closed")
         elif seg.slots > seg.capacity:  # shrunk by resize: drain
             self._retire_locked(conn, "idle")
+        elif handoff and self._waiters:
+            waiter = self._waiters.popleft()
+            self._hand_out(seg, conn, now, None)
+            waiter.conn = conn
+            waiter.event.set()
         else:
             conn.state = IDLE
             seg.idle.append(conn)
@@ -505,7 +538,10 @@ class ConnectionPool:
         with conn.segment.lock:
             conn.segment.in_use.discard(conn)
             self._retire_locked(conn, reason)
-        self.maintainer.wake()
+        if self._closed:
+            self.maintainer.close_retiring()  # the maintainer is stopped: close it here
+        else:
+            self.maintainer.wake()
 
     def _retire_locked(self, conn: PooledConnection, reason: str) -> None:
         conn.state = RETIRING
@@ -527,7 +563,9 @@ class ConnectionPool:
             self.driver.close(conn.raw)
         except Exception as exc:
             logger.debug("pool %r: error closing a connection: %s", self.name, exc)
-        conn.state = CLOSED
+        with conn.segment.lock:
+            conn.state = CLOSED
+            self._open_conns.discard(conn)
 
     def release_slot(self, conn: PooledConnection, reason: str) -> None:
         """Free a closed connection's slot and let a waiter use it."""
@@ -560,14 +598,14 @@ class ConnectionPool:
         seg = conn.segment
         now = self.clock()
         with seg.lock:
-            conn.last_used_at = conn.last_checked_at = min(conn.last_used_at, now)
+            conn.last_used_at = min(conn.last_used_at, now)
             if self._closed:
                 self._retire_locked(conn, "closed")
             else:
                 conn.state = IDLE
                 seg.idle.append(conn)
         if self._closed:
-            self.maintainer.wake()
+            self.maintainer.close_retiring()  # the maintainer is stopped: close it here
         if self._waiters:
             self._dispatch()
 
@@ -601,7 +639,7 @@ class ConnectionPool:
 
         For connections leaked by code that never returns them (playhouse's
         ``close_stale``). They are closed by the maintainer; a later checkin of one is
-        ignored. Returns how many were reclaimed.
+        a no-op. Returns how many were reclaimed.
         """
         now = self.clock()
         reclaimed = 0
@@ -689,12 +727,7 @@ class ConnectionPool:
 
     def _after_fork_in_child(self) -> None:
         """Drop everything inherited from the parent without touching its sockets."""
-        inherited: list[PooledConnection] = []
-        for seg in self._segments:
-            inherited.extend(seg.idle)
-            inherited.extend(seg.in_use)
-        inherited.extend(conn for conn, _ in self._retiring)
-        for conn in inherited:
+        for conn in list(self._open_conns):
             with contextlib.suppress(Exception):
                 self.driver.discard(conn.raw)
             conn.state = CLOSED
@@ -708,6 +741,9 @@ class ConnectionPool:
         seg = self._segments[0]
         with seg.lock:
             setattr(seg.counters, counter, getattr(seg.counters, counter) + 1)
+
+    def idle_count(self) -> int:
+        return sum(len(seg.idle) for seg in self._segments)
 
     @property
     def size(self) -> int:

@@ -61,6 +61,8 @@ class Histogram:
         for index, n in enumerate(self.buckets):
             seen += n
             if seen >= rank:
+                if index == _BUCKET_COUNT - 1:
+                    return self.max  # the overflow bucket has no upper edge
                 upper = _MIN_SECONDS * 2 ** (index / _BUCKETS_PER_OCTAVE)
                 return min(upper, self.max)
         return self.max

@@ -35,15 +35,27 @@ _POOL_KEYS = set(PoolOptions.field_names()) | {"stale_timeout", "pool_name"}
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced by ``***`` (for logs and messages)."""
-    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
+    """The URL with any password replaced by ``***`` (for logs and messages).
+
+    The credentials end at the *last* ``@`` before the path, as in ``urlsplit``, so a
+    password with a raw ``@`` in it is hidden whole. Text that is not a URL is not echoed.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "<not a URL>"
+    slash = rest.find("/", rest.rfind("@") + 1) if "@" in rest else rest.find("/")
+    netloc, path = (rest, "") if slash < 0 else (rest[:slash], rest[slash:])
+    userinfo, at, host = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        userinfo = userinfo.split(":", 1)[0] + ":***"
+    return f"{scheme}://{userinfo}{at}{host}{path}"
 
 
 def parse(url: str) -> tuple[type[PooledDatabase], str, dict[str, Any]]:
     """Split a URL into (database class, database name, keyword arguments)."""
     if not isinstance(url, str) or "://" not in url:
-        raise ConfigError("DATABASE", f"expected a database URL such as "
-                          f"mysql://user:password@host/db, got {redact(str(url))!r}")
+        raise ConfigError("DATABASE", "expected a database URL such as "
+                          "mysql://user:password@host/db or sqlite:///path.db")
     parts = urlsplit(url)
     scheme = parts.scheme.lower().removesuffix("+pool")
     cls = SCHEMES.get(scheme)
