@@ -36,6 +36,7 @@ __all__ = [
     "ConnectError",
     "ConnectFailed",
     "ConnectionPool",
+    "PeeweePool",
     "PoolClosed",
     "PoolError",
     "PoolExhausted",
@@ -50,3 +51,12 @@ __all__ = [
     "connect",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # Flask is an optional dependency: import the extension only when it is asked for.
+    if name == "PeeweePool":
+        from .ext import PeeweePool
+
+        return PeeweePool
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -486,8 +486,6 @@ def test_close_idle_closes_inline_without_a_maintainer_thread(new_pool, driver, 
 
 
 def test_reclaim_takes_back_long_held_connections(new_pool, driver, clock, quiet):
-    from flask_peewee_pool.errors import CheckinError
-
     pool = new_pool(**quiet)
     old = take(pool)
     clock.advance(100.0)
@@ -497,8 +495,8 @@ def test_reclaim_takes_back_long_held_connections(new_pool, driver, clock, quiet
     pool.maintainer.tick(clock.now)
     assert old.raw.closed
     assert pool.stats().size == 1
-    with pytest.raises(CheckinError):
-        pool.checkin(old)
+    pool.checkin(old)  # the late return of a reclaimed connection is a no-op
+    assert pool.stats().size == 1
     give(pool, recent)
 
 
