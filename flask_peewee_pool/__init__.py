@@ -23,6 +23,7 @@ from .errors import (
     PoolExhausted,
     PoolTimeout,
 )
+from .middleware import PoolMiddleware
 from .options import PoolOptions
 from .pool import ConnectionPool, PooledConnection
 from .stats import PoolStats
@@ -40,6 +41,7 @@ __all__ = [
     "PoolClosed",
     "PoolError",
     "PoolExhausted",
+    "PoolMiddleware",
     "PoolOptions",
     "PoolStats",
     "PoolTimeout",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from .database import (
     PooledDatabase,
@@ -32,13 +32,15 @@ SCHEMES: dict[str, type[PooledDatabase]] = {
 }
 
 _POOL_KEYS = set(PoolOptions.field_names()) | {"stale_timeout", "pool_name"}
+_SECRET_PARAMS = frozenset({"password", "passwd"})
 
 
 def redact(url: str) -> str:
     """The URL with any password replaced by ``***`` (for logs and messages).
 
     The credentials end at the *last* ``@`` before the path, as in ``urlsplit``, so a
-    password with a raw ``@`` in it is hidden whole. Text that is not a URL is not echoed.
+    password with a raw ``@`` in it is hidden whole; ``password=`` query parameters are
+    masked too. Text that is not a URL is not echoed.
     """
     scheme, sep, rest = url.partition("://")
     if not sep:
@@ -48,7 +50,12 @@ def redact(url: str) -> str:
     userinfo, at, host = netloc.rpartition("@")
     if at and ":" in userinfo:
         userinfo = userinfo.split(":", 1)[0] + ":***"
-    return f"{scheme}://{userinfo}{at}{host}{path}"
+    path, question, query = path.partition("?")
+    if query:
+        pairs = [(k, "***" if k.lower() in _SECRET_PARAMS else v)
+                 for k, v in parse_qsl(query, keep_blank_values=True)]
+        query = urlencode(pairs, safe="*/:")
+    return f"{scheme}://{userinfo}{at}{host}{path}{question}{query}"
 
 
 def parse(url: str) -> tuple[type[PooledDatabase], str, dict[str, Any]]:
