@@ -222,6 +222,11 @@ class PooledDatabase:
     def pool_stats(self) -> Any:
         return self.pool.stats()
 
+    def resize(self, max_connections: int | None = None, min_idle: int | None = None) -> None:
+        """Change the pool's cap and ``min_idle`` at run time (see ``ConnectionPool.resize``)."""
+        self.pool.resize(max_connections=max_connections, min_idle=min_idle)
+        self._pool_options = self.pool.options
+
     def dispose(self) -> None:
         """Forget this thread's connection without returning it (used after fork)."""
         state = self._state  # type: ignore[attr-defined]

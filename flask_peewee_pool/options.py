@@ -9,8 +9,9 @@ The same record backs the peewee database classes, the URL query parameters and 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .errors import ConfigError
@@ -55,6 +56,14 @@ class PoolOptions:
     max_backoff: float = 10.0
     #: Name used in thread names, log records and error messages.
     name: str = "pool"
+    #: Statements run once on every new connection, before it is first handed out.
+    init_sql: tuple[str, ...] = ()
+    #: ``configure(raw_connection)``: called once on every new connection (after init_sql).
+    configure: Callable[[Any], None] | None = None
+    #: ``reset(raw_connection)``: called at every checkin, after the rollback.
+    reset: Callable[[Any], None] | None = None
+    #: ``check(raw_connection)``: replaces the pre-checkout ping; raise if unusable.
+    check: Callable[[Any], None] | None = None
 
     def __post_init__(self) -> None:
         _check_int(self, "max_connections", minimum=1)
@@ -81,6 +90,9 @@ class PoolOptions:
         _check_number(self, "max_backoff", positive=True)
         if not isinstance(self.name, str) or not self.name:
             raise ConfigError("name", f"must be a non-empty string, got {_show(self.name)}")
+        object.__setattr__(self, "init_sql", _statements(self.init_sql))
+        for hook in ("configure", "reset", "check"):
+            object.__setattr__(self, hook, _callable(hook, getattr(self, hook)))
 
     @property
     def segment_count(self) -> int:
@@ -127,6 +139,48 @@ class PoolOptions:
 
     def replace(self, **changes: Any) -> PoolOptions:
         return dataclasses.replace(self, **changes)
+
+    def describe(self) -> dict[str, Any]:
+        """The settings as plain JSON-able values (hooks by their qualified name)."""
+        values = dataclasses.asdict(self)
+        for hook in ("configure", "reset", "check"):
+            func = values[hook]
+            if func is not None:
+                values[hook] = f"{getattr(func, '__module__', '?')}.{_qualname(func)}"
+        values["init_sql"] = list(self.init_sql)
+        return values
+
+
+def _qualname(func: Any) -> str:
+    return str(getattr(func, "__qualname__", type(func).__name__))
+
+
+def _statements(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = (value,)
+    if not isinstance(value, (list, tuple)) or not all(
+            isinstance(s, str) and s.strip() for s in value):
+        raise ConfigError("init_sql", "must be an SQL statement or a list of them, "
+                          f"got {_show(value)}")
+    return tuple(value)
+
+
+def _callable(name: str, value: Any) -> Callable[[Any], None] | None:
+    """A hook: a callable, or the dotted path of one (``"package.module:function"``)."""
+    if value is None or callable(value):
+        return value
+    if isinstance(value, str) and value.strip():
+        module_name, _, attr = value.strip().replace(":", ".").rpartition(".")
+        try:
+            found = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ConfigError(name, f"cannot import {value!r}: {exc}") from None
+        if callable(found):
+            return found  # type: ignore[no-any-return]
+    raise ConfigError(name, "must be a callable taking the connection, or the dotted "
+                      f"path of one, got {_show(value)}")
 
 
 def _coerce(name: str, field: dataclasses.Field[Any], raw: Any) -> Any:

@@ -63,6 +63,7 @@ class PooledConnection:
         "last_checked_at",
         "last_used_at",
         "leak_warned",
+        "origin",
         "pool",
         "raw",
         "reclaimed",
@@ -87,6 +88,7 @@ class PooledConnection:
         self.site: Any = None
         self.leak_warned = False
         self.reclaimed = False
+        self.origin: tuple[str, int] | None = None
 
     def __repr__(self) -> str:
         return (f"<PooledConnection pool={self.pool.name!r} segment={self.segment.index} "
@@ -237,6 +239,7 @@ class ConnectionPool:
         """Record who holds ``conn`` and where they took it: in the receiving thread, with
         no lock held (the connection is ours alone; capturing the stack may stat files)."""
         conn.holder = threading.current_thread().name
+        conn.origin = _application_frame()
         conn.site = self._capture_site() if self._track_sites else None
         return conn
 
@@ -257,7 +260,10 @@ class ConnectionPool:
         try:
             if not self.driver.is_usable(conn.raw):
                 raise ConnectionError("connection is closed")
-            self.driver.ping(conn.raw)
+            if self.options.check is not None:
+                self.options.check(conn.raw)
+            else:
+                self.driver.ping(conn.raw)
         except Exception as exc:
             logger.info("pool %r: discarding a connection that failed its ping: %s",
                         self.name, exc)
@@ -434,7 +440,28 @@ class ConnectionPool:
         if self._closed:
             self._retire(conn, "closed")  # closes it: the maintainer is stopped
             raise PoolClosed(f"pool {self.name!r} is closed")
+        if self.options.init_sql or self.options.configure is not None:
+            try:
+                self._initialize(raw)
+            except Exception as exc:
+                self.count("hook_failures")
+                self._retire(conn, "broken")
+                raise ConnectError(
+                    f"pool {self.name!r}: a new connection failed init_sql/configure, "
+                    f"discarded: {type(exc).__name__}: {exc}") from exc
         return conn
+
+    def _initialize(self, raw: RawConnection) -> None:
+        """Run ``init_sql`` and ``configure`` on a new connection (no lock held)."""
+        if self.options.init_sql:
+            cursor = raw.cursor()
+            try:
+                for statement in self.options.init_sql:
+                    cursor.execute(statement)
+            finally:
+                cursor.close()
+        if self.options.configure is not None:
+            self.options.configure(raw)
 
     def unreserve(self, seg: _Segment, *, failed: bool = False) -> None:
         """Give back a slot reserved for a connect that did not happen or failed."""
@@ -468,10 +495,12 @@ class ConnectionPool:
             return
         seg = conn.segment
         driver = self.driver
+        reset = self.options.reset
         if not broken:
             try:
                 broken = not driver.is_usable(conn.raw)
-                dirty = not broken and driver.needs_rollback(conn.raw)
+                # "dirty": round trips to make (rollback, reset hook) before it is reusable.
+                dirty = not broken and (reset is not None or driver.needs_rollback(conn.raw))
             except Exception:
                 broken, dirty = True, False
         else:
@@ -491,16 +520,24 @@ class ConnectionPool:
             else:
                 self._checkin_locked(seg, conn, broken, now, handoff)
         if dirty:
+            rolled_back = hook_failed = False
             try:
-                driver.rollback(conn.raw)
+                if driver.needs_rollback(conn.raw):
+                    rolled_back = True
+                    driver.rollback(conn.raw)
+                if reset is not None:
+                    hook_failed = True
+                    reset(conn.raw)
+                    hook_failed = False
             except Exception as exc:
-                logger.info("pool %r: rollback at checkin failed, discarding: %s",
-                            self.name, exc)
+                logger.info("pool %r: %s at checkin failed, discarding the connection: %s",
+                            self.name, "reset" if hook_failed else "rollback", exc)
                 broken = True
             now = self.clock()
             handoff = bool(self._waiters)
             with self._waiters_lock if handoff else contextlib.nullcontext(), seg.lock:
-                seg.counters.rollbacks += 1
+                seg.counters.rollbacks += rolled_back
+                seg.counters.hook_failures += hook_failed
                 self._checkin_locked(seg, conn, broken, now, handoff)
         if self._retiring:
             if self._closed:
@@ -516,6 +553,7 @@ class ConnectionPool:
         seg.in_use.discard(conn)
         conn.holder = None
         conn.site = None
+        conn.origin = None
         conn.last_used_at = now
         if broken:
             self._retire_locked(conn, "broken")
@@ -783,13 +821,90 @@ class ConnectionPool:
             database_down=m.database_down,
             backoff=m.backoff,
             closed=self._closed,
+            holders=self.holders(),
         )
+
+    def _retiring_in(self, seg: _Segment) -> list[PooledConnection]:
+        return [conn for conn, _ in list(self._retiring) if conn.segment is seg]
+
+    def holders(self, limit: int = 5) -> list[dict[str, Any]]:
+        """The threads holding connections longest: who, for how long, taken where."""
+        now = self.clock()
+        held = sorted(self.in_use_connections(), key=lambda c: c.checked_out_at)[:limit]
+        return [{"thread": c.holder, "held_for": round(now - c.checked_out_at, 3),
+                 "origin": _format_origin(c.origin)} for c in held]
 
     def _describe_pressure(self, what: str) -> str:
         size = self.size
         in_use = sum(len(seg.in_use) for seg in self._segments)
-        return (f"pool {self.name!r}: {what} (size {size}/{self.options.max_connections}, "
+        text = (f"pool {self.name!r}: {what} (size {size}/{self.options.max_connections}, "
                 f"in use {in_use}, waiting {len(self._waiters)})")
+        holders = self.holders(limit=3)
+        if holders:
+            text += "; longest holders: " + "; ".join(
+                f"thread {h['thread']!r} for {h['held_for']:.2f} s, checked out at "
+                f"{h['origin']}" for h in holders)
+        return text
+
+    def resize(self, max_connections: int | None = None, min_idle: int | None = None) -> None:
+        """Change the cap and ``min_idle`` at run time.
+
+        Growing takes effect at once (waiting threads get the new slots). Shrinking closes
+        idle connections above the new share of each segment now and lets in-use ones
+        drain as they are returned; meanwhile no new connection is opened, so the number
+        open never exceeds the larger of the old and new caps.
+        """
+        changes: dict[str, Any] = {}
+        if max_connections is not None:
+            changes["max_connections"] = max_connections
+        if min_idle is not None:
+            changes["min_idle"] = min_idle
+        options = self.options.replace(**changes)  # validates, e.g. min_idle <= max
+        shares = _split(options.max_connections, len(self._segments))
+        surplus: list[PooledConnection] = []
+        for seg, share in zip(self._segments, shares, strict=True):
+            with seg.lock:
+                seg.capacity = share
+                draining = seg.slots - sum(1 for _ in self._retiring_in(seg))
+                while draining > share and seg.idle:
+                    conn = seg.idle.pop(0)  # the coldest first
+                    self._retire_locked(conn, "idle")
+                    surplus.append(conn)
+                    draining -= 1
+        self.options = options
+        if surplus:
+            self.maintainer.wake()
+        if self._waiters:
+            self._dispatch()
+
+
+_NOT_APPLICATION = (_PACKAGE_DIR + os.sep, os.path.dirname(contextlib.__file__) + os.sep
+                    + "contextlib.py")
+
+
+def _application_frame() -> tuple[str, int] | None:
+    """(file, line) of the innermost caller outside peewee, this library and contextlib.
+
+    A few attribute reads per frame: cheap enough for every checkout, unlike a stack.
+    """
+    frame = sys._getframe(2)
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not (filename.startswith(_NOT_APPLICATION)
+                or filename.endswith(("peewee.py", "contextlib.py"))
+                or f"{os.sep}playhouse{os.sep}" in filename):
+            return filename, frame.f_lineno
+        frame = frame.f_back
+    return None
+
+
+def _format_origin(origin: tuple[str, int] | None) -> str:
+    if origin is None:
+        return "an unknown place"
+    filename, line = origin
+    with contextlib.suppress(ValueError):  # on another drive (Windows)
+        filename = os.path.relpath(filename)
+    return f"{filename}:{line}"
 
 
 _live_pools: weakref.WeakSet[ConnectionPool] = weakref.WeakSet()

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import dataclasses
 import json
 import logging
 import os
@@ -236,7 +235,7 @@ def _document(*, pool: ConnectionPool, app_name: str, database: dict[str, Any],
         "started_at": started_at,
         "interval": interval,
         "stats": pool.stats().as_dict(),
-        "options": dataclasses.asdict(pool.options),
+        "options": pool.options.describe(),
         "database": database,
     }
 

@@ -97,6 +97,7 @@ class Counters:
     retired_broken: int = 0
     closed: int = 0
     recycled: int = 0
+    hook_failures: int = 0
 
     def merge(self, other: Counters) -> None:
         for field in dataclasses.fields(self):
@@ -124,6 +125,8 @@ class PoolStats:
     database_down: bool = False
     backoff: float = 0.0
     closed: bool = False
+    #: The longest current holders: ``{"thread", "held_for", "origin"}``, longest first.
+    holders: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

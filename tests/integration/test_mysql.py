@@ -171,3 +171,58 @@ def test_ping_does_not_reconnect(make_mysql_db: Any, mysql_pool_user: Any) -> No
     mysql_pool_user.wait_until(0, timeout=10)
     with pytest.raises(Exception):  # noqa: B017 - any driver error: no silent reconnect
         db.pool.driver.ping(conn.raw)
+
+
+def test_init_sql_and_configure_run_on_every_new_connection(make_mysql_db: Any) -> None:
+    configured: list[int] = []
+    db = make_mysql_db(
+        max_connections=2,
+        init_sql=["SET SESSION time_zone = '+03:00'", "SET @fpp_tag = 'pooled'"],
+        configure=lambda raw: configured.append(raw.thread_id()),
+    )
+    conns = [db.pool.checkout() for _ in range(2)]
+    for conn in conns:
+        with conn.raw.cursor() as cur:
+            cur.execute("SELECT @@session.time_zone, @fpp_tag")
+            assert cur.fetchone() == ("+03:00", "pooled")
+    assert sorted(configured) == sorted(c.raw.thread_id() for c in conns)
+    for conn in conns:
+        db.pool.checkin(conn)
+
+
+def test_resize_under_load_keeps_the_server_count_within_the_caps(
+    make_mysql_db: Any, mysql_pool_user: Any
+) -> None:
+    db = make_mysql_db(max_connections=8, timeout=20)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    started = threading.Barrier(17)
+
+    def worker() -> None:
+        started.wait()
+        try:
+            while not stop.is_set():
+                with db.connection_context():
+                    db.execute_sql("SELECT SLEEP(0.002)").fetchone()
+        except BaseException as exc:  # pragma: no cover
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(16)]
+    with ServerCountMonitor(mysql_pool_user) as monitor:
+        for t in threads:
+            t.start()
+        started.wait()
+        stop.wait(0.5)
+        db.resize(max_connections=3)
+        stop.wait(1.0)  # the load drains the in-use surplus
+        drained = db.pool.stats().size
+        db.resize(max_connections=12)
+        stop.wait(0.5)
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert not errors
+    assert monitor.maximum <= 12
+    assert drained <= 3
+    assert db.pool.options.max_connections == 12
+    assert db.pool.stats().size <= 12

@@ -30,6 +30,10 @@ BAD_VALUES: dict[str, list[object]] = {
     "maintenance_concurrency": [0, -1, None, 1.5, "4", True],
     "max_backoff": [0, -1, None, NAN, INF, "10", True],
     "name": ["", None, 3, b"pool", ["pool"]],
+    "init_sql": ["", "   ", 3, [""], ["SELECT 1", 2], {"SELECT 1"}],
+    "configure": [3, "", "no_such_module_xyz.func", "os.path.no_such_function", "os.sep"],
+    "reset": [3, b"x", ["f"]],
+    "check": [True, 1.5, "json:no_such_function"],
 }
 
 GOOD_VALUES: dict[str, list[object]] = {
@@ -47,6 +51,10 @@ GOOD_VALUES: dict[str, list[object]] = {
     "maintenance_concurrency": [1, 8],
     "max_backoff": [0.1, 10, 60.0],
     "name": ["pool", "orders-db", "x"],
+    "init_sql": [(), ("SET time_zone = '+00:00'",), ("SELECT 1", "SELECT 2")],
+    "configure": [None, print],
+    "reset": [None, lambda conn: None],
+    "check": [None, repr],
 }
 
 
@@ -217,6 +225,10 @@ def test_from_mapping_fuzz_gives_options_or_config_error_naming_the_key(key, val
     got = getattr(opts, key)
     if key == "name":
         assert isinstance(got, str) and got
+    elif key == "init_sql":
+        assert isinstance(got, tuple) and all(isinstance(x, str) and x.strip() for x in got)
+    elif key in ("configure", "reset", "check"):
+        assert got is None or callable(got)
     elif got is not None:
         assert not isinstance(got, bool) and isinstance(got, (int, float))
         assert math.isfinite(got)
@@ -241,3 +253,18 @@ def test_enormous_negative_integer_is_a_config_error():
     with pytest.raises(ConfigError) as info:
         PoolOptions(max_connections=-(10**5000))
     assert info.value.setting == "max_connections"
+
+
+def test_hook_settings_are_normalised():
+    import os.path
+
+    opts = PoolOptions(init_sql="SET time_zone = '+00:00'", configure="os.path:basename",
+                       reset="os.path.dirname", check=None)
+    assert opts.init_sql == ("SET time_zone = '+00:00'",)
+    assert opts.configure is os.path.basename
+    assert opts.reset is os.path.dirname
+    assert PoolOptions(init_sql=["SELECT 1"]).init_sql == ("SELECT 1",)
+    assert PoolOptions(init_sql=None).init_sql == ()
+    described = opts.describe()
+    assert described["configure"].endswith("basename")
+    assert described["init_sql"] == ["SET time_zone = '+00:00'"]
