@@ -224,8 +224,11 @@ class ConnectionPool:
                 self._hand_out(home, conn, start, 0.0)
             else:
                 conn = None
-        if conn is not None and self._fresh(conn, start):
-            return self._claim(conn)
+        if conn is not None:
+            ping_after = self.options.ping_after
+            if conn.expires_at > start and (  # fresh: no round trip needed (see _fresh)
+                    ping_after is None or start - conn.last_used_at < ping_after):
+                return self._claim(conn)
         if conn is not None and not self._validate(conn):
             conn = None
         while conn is None:
@@ -391,10 +394,8 @@ class ConnectionPool:
         seg.in_use.add(conn)
         seg.counters.checkouts += 1
         if waited is not None:
-            self._record_wait(seg, waited)
-        conn.checked_out_at = start
-        conn.holder = None  # set by _claim() in the thread that receives it
-        conn.site = None
+            seg.wait_time.observe(waited)
+        conn.checked_out_at = start  # holder and origin: _claim(), in the receiving thread
 
     def _record_wait(self, seg: _Segment, waited: float) -> None:
         seg.wait_time.observe(waited)
@@ -510,15 +511,21 @@ class ConnectionPool:
         # under the waiters' lock then the segment's (the usual order): no thread arriving
         # meanwhile can take it from the idle stack first.
         handoff = not dirty and bool(self._waiters)
-        with self._waiters_lock if handoff else contextlib.nullcontext(), seg.lock:
-            if conn.state != IN_USE or conn not in seg.in_use:
-                raise CheckinError(
-                    f"pool {self.name!r}: connection returned twice (state {conn.state})")
-            seg.usage_time.observe(now - conn.checked_out_at)
-            if dirty:
-                conn.state = MAINTENANCE  # rolling back, outside the lock, below
-            else:
-                self._checkin_locked(seg, conn, broken, now, handoff)
+        if handoff:
+            self._waiters_lock.acquire()
+        try:
+            with seg.lock:
+                if conn.state != IN_USE or conn not in seg.in_use:
+                    raise CheckinError(
+                        f"pool {self.name!r}: connection returned twice (state {conn.state})")
+                seg.usage_time.observe(now - conn.checked_out_at)
+                if dirty:
+                    conn.state = MAINTENANCE  # rolling back, outside the lock, below
+                else:
+                    self._checkin_locked(seg, conn, broken, now, handoff)
+        finally:
+            if handoff:
+                self._waiters_lock.release()
         if dirty:
             rolled_back = hook_failed = False
             try:
@@ -535,10 +542,16 @@ class ConnectionPool:
                 broken = True
             now = self.clock()
             handoff = bool(self._waiters)
-            with self._waiters_lock if handoff else contextlib.nullcontext(), seg.lock:
-                seg.counters.rollbacks += rolled_back
-                seg.counters.hook_failures += hook_failed
-                self._checkin_locked(seg, conn, broken, now, handoff)
+            if handoff:
+                self._waiters_lock.acquire()
+            try:
+                with seg.lock:
+                    seg.counters.rollbacks += rolled_back
+                    seg.counters.hook_failures += hook_failed
+                    self._checkin_locked(seg, conn, broken, now, handoff)
+            finally:
+                if handoff:
+                    self._waiters_lock.release()
         if self._retiring:
             if self._closed:
                 self.maintainer.close_retiring()
@@ -551,9 +564,7 @@ class ConnectionPool:
                         now: float, handoff: bool = False) -> None:
         """Caller holds ``seg.lock``, and the waiters' lock too if ``handoff``."""
         seg.in_use.discard(conn)
-        conn.holder = None
-        conn.site = None
-        conn.origin = None
+        conn.site = None  # holder and origin are only read while it is in use
         conn.last_used_at = now
         if broken:
             self._retire_locked(conn, "broken")
@@ -887,15 +898,24 @@ def _application_frame() -> tuple[str, int] | None:
 
     A few attribute reads per frame: cheap enough for every checkout, unlike a stack.
     """
-    frame = sys._getframe(2)
+    frame: Any = sys._getframe(3)  # 0: here, 1: _claim, 2: checkout
     while frame is not None:
         filename = frame.f_code.co_filename
-        if not (filename.startswith(_NOT_APPLICATION)
+        is_application = _IS_APPLICATION_FILE.get(filename)
+        if is_application is None:
+            is_application = _IS_APPLICATION_FILE[filename] = not (
+                filename.startswith(_NOT_APPLICATION)
                 or filename.endswith(("peewee.py", "contextlib.py"))
-                or f"{os.sep}playhouse{os.sep}" in filename):
+                or f"{os.sep}playhouse{os.sep}" in filename)
+        if is_application:
             return filename, frame.f_lineno
         frame = frame.f_back
     return None
+
+
+#: Per source file: is it application code? (The classification is a few string tests;
+#: cached, a frame costs one dict lookup.)
+_IS_APPLICATION_FILE: dict[str, bool] = {}
 
 
 def _format_origin(origin: tuple[str, int] | None) -> str:
