@@ -19,6 +19,15 @@ run in-process) does it show its own live numbers, marked ``*``. The server's vi
 over one dedicated connection made by the pool's driver and closed at once: the command
 starts no maintainer thread and leaves nothing open.
 
+``pool-stats --server`` answers "who holds connections to this database server, from
+every host?". It reads the server's own session table (``pg_stat_activity``;
+``information_schema.processlist``, plus ``performance_schema`` where enabled) and groups
+the sessions by client host and account, and by application and process from the label
+``<name>[<pid>]`` every connection of this library carries (see
+:func:`~flask_peewee_pool.drivers.connection_label`); where the server shows no label,
+sessions from this host are matched to processes through their sockets (``/proc``). Totals
+are set against the server's ``max_connections``.
+
 Neither command ever prints a password: the database is shown by its redacted URL or the
 driver's description, and error messages are scrubbed of the configured password.
 """
@@ -26,6 +35,7 @@ driver's description, and error messages are scrubbed of the configured password
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import socket
@@ -523,40 +533,609 @@ def render_stats(doc: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+# ----------------------------------------------------------------------------- fleet view
+#
+# `pool-stats --server`: the database server's own view of its client connections, so one
+# command run anywhere sees every host of the fleet. Each connection of this library
+# carries the label "<application name>[<pid>]" (PostgreSQL application_name, MySQL
+# program_name connection attribute), which gives application and process. MariaDB/MySQL
+# expose connection attributes only in performance_schema; without it the processlist
+# still gives the client host and port, and the sockets of this host (/proc/net/tcp,
+# /proc/<pid>/fd) turn the ports of local clients into processes.
+
+
+_FLEET_STATES = ("active", "idle", "idle_in_transaction", "other")
+
+
+def _mysql_sessions(raw: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Client sessions from information_schema.PROCESSLIST (+ INNODB_TRX, and
+    performance_schema.session_connect_attrs when enabled), without this one."""
+    cursor = raw.cursor()
+    facts: dict[str, Any] = {"performance_schema": None, "connect_attrs": False,
+                             "transactions": False, "notes": []}
+    try:
+        cursor.execute("SELECT ID, USER, HOST, DB, COMMAND FROM information_schema.PROCESSLIST"
+                       " WHERE ID <> CONNECTION_ID()")
+        rows = _rows(cursor)
+        cursor.execute("SELECT @@port, @@performance_schema")
+        port, perf = _rows(cursor)[0]
+        facts["ports"] = {p for p in (_int(port),) if p}
+        facts["performance_schema"] = bool(_int(perf))
+        in_trx: set[int] | None = None
+        try:  # needs PROCESS, like the other accounts' rows of the processlist
+            cursor.execute("SELECT trx_mysql_thread_id FROM information_schema.INNODB_TRX")
+            in_trx = {int(r[0]) for r in _rows(cursor)}
+            facts["transactions"] = True
+        except Exception:
+            in_trx = None
+            facts["notes"].append(
+                "sessions idle in a transaction are counted as IDLE: telling them apart "
+                "(information_schema.INNODB_TRX) needs the PROCESS privilege")
+        attrs: dict[int, dict[str, str]] = {}
+        if facts["performance_schema"]:
+            for table in ("session_connect_attrs", "session_account_connect_attrs"):
+                try:
+                    cursor.execute(
+                        f"SELECT PROCESSLIST_ID, ATTR_NAME, ATTR_VALUE FROM performance_schema."
+                        f"{table} WHERE ATTR_NAME IN ('program_name', '_pid')")
+                except Exception:
+                    continue
+                for thread_id, name, value in _rows(cursor):
+                    attrs.setdefault(int(thread_id), {})[str(name)] = str(value)
+                facts["connect_attrs"] = table
+                break
+            if not facts["connect_attrs"]:
+                facts["notes"].append("performance_schema is on but its connection attributes "
+                                      "are not readable by this account: grant SELECT on "
+                                      "performance_schema.session_connect_attrs")
+        else:
+            facts["notes"].append(
+                "performance_schema is OFF: connection attributes (program_name) are not "
+                "visible; connections are shown by client host, and those of this host by "
+                "process (from its sockets)")
+    finally:
+        cursor.close()
+    sessions = []
+    for thread_id, user, host, db, command in rows:
+        command = str(command or "")
+        if command == "Daemon" or user in ("system user", "event_scheduler"):
+            continue  # server threads, not client connections
+        address, client_port = _split_host_port(str(host or ""))
+        if command == "Sleep":
+            state = "idle" if in_trx is None or int(thread_id) not in in_trx \
+                else "idle_in_transaction"
+        elif command in ("Killed",):
+            state = "other"
+        else:
+            state = "active"
+        session_attrs = attrs.get(int(thread_id), {})
+        application, pid = _labelled(session_attrs.get("program_name"))
+        source = "program_name" if pid is not None else None
+        if pid is None and _int(session_attrs.get("_pid")):
+            pid, source = _int(session_attrs.get("_pid")), "_pid"
+        sessions.append({
+            "id": int(thread_id), "user": user, "host": address, "port": client_port,
+            "database": db, "state": state, "application": application, "pid": pid,
+            "pid_source": source,
+        })
+    return sessions, facts
+
+
+def _postgres_sessions(raw: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Client backends from pg_stat_activity, without this one."""
+    cursor = raw.cursor()
+    try:
+        cursor.execute("SELECT pid, usename, datname, application_name, host(client_addr), "
+                       "client_port, state FROM pg_stat_activity "
+                       "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
+        rows = _rows(cursor)
+        cursor.execute("SELECT current_setting('port')")
+        port = _rows(cursor)[0][0]
+    finally:
+        cursor.close()
+    facts: dict[str, Any] = {"ports": {p for p in (_int(port),) if p}, "notes": [],
+                             "performance_schema": None, "connect_attrs": "application_name",
+                             "transactions": True}
+    sessions = []
+    hidden = 0
+    for backend_pid, user, db, app_name, address, client_port, state in rows:
+        text = str(state or "")
+        if state is None:
+            hidden += 1
+            kind = "other"
+        elif text == "active":
+            kind = "active"
+        elif text == "idle":
+            kind = "idle"
+        elif text.startswith("idle in transaction"):
+            kind = "idle_in_transaction"
+        else:
+            kind = "other"
+        if address is None:
+            address = "[local]" if client_port == -1 else None
+        application, pid = _labelled(app_name)
+        sessions.append({
+            "id": int(backend_pid), "user": user, "host": address,
+            "port": client_port if client_port and client_port > 0 else None,
+            "database": db, "state": kind, "application": application, "pid": pid,
+            "pid_source": "application_name" if pid is not None else None,
+        })
+    if hidden:
+        facts["notes"].append(
+            f"{hidden} session(s) of other roles show no state or client address: "
+            "grant pg_read_all_stats to this role to see them whole")
+    return sessions, facts
+
+
+_FLEET_QUERIES: dict[str, Callable[[Any], tuple[list[dict[str, Any]], dict[str, Any]]]] = {
+    "mysql": _mysql_sessions,
+    "postgresql": _postgres_sessions,
+}
+
+
+def _labelled(label: Any) -> tuple[str | None, int | None]:
+    from .drivers import parse_label
+
+    return parse_label(str(label) if label else None)
+
+
+def _split_host_port(host: str) -> tuple[str | None, int | None]:
+    """``"10.0.0.5:51234"`` / ``"::1:51234"`` -> (address, port); ``"localhost"`` (a Unix
+    socket) -> ("localhost", None); ``""`` -> (None, None)."""
+    if not host:
+        return None, None
+    address, sep, port = host.rpartition(":")
+    if sep and port.isdigit() and address:
+        return address.strip("[]"), int(port)
+    return host, None
+
+
+# --- sockets of this host -> processes (Linux /proc; nothing elsewhere) ---------------------
+
+
+def _proc_address(hexaddr: str) -> str:
+    raw = bytes.fromhex(hexaddr)
+    if sys.byteorder == "little":  # /proc/net/tcp* prints each 32-bit word in host order
+        raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    address = ipaddress.ip_address(raw)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return str(address)
+
+
+def _normal_address(host: str | None) -> set[str]:
+    """The addresses a host column may stand for: an IP, or this machine's own name (a
+    server without skip_name_resolve shows names). Other names are not resolved: no DNS."""
+    if not host:
+        return set()
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        if host == "localhost":
+            return {"127.0.0.1", "::1"}
+        if host == socket.gethostname():
+            with contextlib.suppress(OSError):
+                return {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
+        return set()
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return {str(address)}
+
+
+def local_socket_owners(wanted: set[tuple[str, int]], remote_ports: set[int],
+                        proc: str = "/proc") -> dict[tuple[str, int], int]:
+    """``{(local address, local port): pid}`` for the established TCP sockets of this host
+    among ``wanted`` whose remote port is one of ``remote_ports`` (the server's).
+
+    Reads /proc/net/tcp{,6} for the sockets' inodes, then /proc/<pid>/fd for their owners:
+    processes this user may not inspect are skipped. Empty where there is no /proc.
+    """
+    inodes: dict[str, tuple[str, int]] = {}
+    if not wanted:
+        return {}
+    for table in ("net/tcp", "net/tcp6"):
+        try:
+            with open(os.path.join(proc, table)) as handle:
+                lines = handle.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 10 or fields[3] != "01":  # 01: ESTABLISHED
+                continue
+            local, remote = fields[1].rpartition(":"), fields[2].rpartition(":")
+            if remote_ports and int(remote[2], 16) not in remote_ports:
+                continue
+            with contextlib.suppress(ValueError):
+                key = (_proc_address(local[0]), int(local[2], 16))
+                if key in wanted:
+                    inodes[f"socket:[{fields[9]}]"] = key
+    found: dict[tuple[str, int], int] = {}
+    if not inodes:
+        return found
+    try:
+        pids = [p for p in os.listdir(proc) if p.isdigit()]
+    except OSError:
+        return found
+    for pid in pids:
+        fd_dir = os.path.join(proc, pid, "fd")
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                key = inodes.get(os.readlink(os.path.join(fd_dir, fd)))
+            except OSError:
+                continue
+            if key is not None:
+                found[key] = int(pid)
+        if len(found) == len(inodes):
+            break
+    return found
+
+
+def _local_addresses(proc: str = "/proc") -> set[str]:
+    """Addresses this host's TCP sockets are bound to, plus loopback."""
+    found = {"127.0.0.1", "::1"}
+    for table in ("net/tcp", "net/tcp6"):
+        try:
+            with open(os.path.join(proc, table)) as handle:
+                lines = handle.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 1:
+                with contextlib.suppress(ValueError):
+                    found.add(_proc_address(fields[1].rpartition(":")[0]))
+    found.discard("0.0.0.0")
+    found.discard("::")
+    return found
+
+
+def _command_line(pid: int, proc: str = "/proc") -> str | None:
+    try:
+        with open(os.path.join(proc, str(pid), "cmdline"), "rb") as handle:
+            parts = handle.read().split(b"\0")
+    except OSError:
+        return None
+    text = " ".join(p.decode(errors="replace") for p in parts if p)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _attribute_local(sessions: list[dict[str, Any]], ports: set[int]) -> bool:
+    """Give a pid to the sessions of this host that have none, from their sockets; add
+    the command line of every local process. True if /proc could be read."""
+    if not os.path.isdir("/proc/self/fd"):
+        return False
+    local = _local_addresses()
+    resolved: dict[str | None, set[str]] = {}
+    wanted: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for session in sessions:
+        host = session["host"]
+        if host not in resolved:
+            resolved[host] = _normal_address(host) & local
+        addresses = resolved[host]
+        session["local"] = bool(addresses)
+        if session["pid"] is None and session["port"] and addresses:
+            for address in addresses:
+                wanted.setdefault((address, int(session["port"])), []).append(session)
+    owners = local_socket_owners(set(wanted), ports)
+    for key, pid in owners.items():
+        for session in wanted[key]:
+            session["pid"], session["pid_source"] = pid, "socket"
+    commands: dict[int, str | None] = {}
+    for session in sessions:
+        if session.get("local") and session["pid"] is not None:
+            pid = int(session["pid"])
+            if pid not in commands:
+                commands[pid] = _command_line(pid)
+            session["command"] = commands[pid]
+    return True
+
+
+def _group(sessions: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
+    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for session in sessions:
+        key = tuple(session.get(k) for k in keys)
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = {k: session.get(k) for k in keys}
+            group.update({"connections": 0, **dict.fromkeys(_FLEET_STATES, 0)})
+        group["connections"] += 1
+        group[session["state"]] += 1
+        for extra in ("pid_source", "command"):
+            if session.get(extra) and not group.get(extra):
+                group[extra] = session[extra]
+    return sorted(groups.values(), key=lambda g: (-g["connections"],
+                                                  tuple(str(g[k]) for k in keys)))
+
+
+def fleet_view(state: ExtensionState) -> dict[str, Any]:
+    """The ``pool-stats --server`` document: every client connection the database server
+    lists, by client host and user, by application and process, with totals against the
+    server's ``max_connections``.
+
+    Read over one dedicated connection made by the pool's driver (closed at once, and left
+    out of the lists). ``error`` is set, and the lists empty, when the server cannot be read.
+    """
+    database = state.database
+    driver = database.pool.driver
+    own = snapshots.build_snapshot(state)
+    application = getattr(database, "application_name", None)
+    user = (getattr(database, "connect_params", None) or {}).get("user")
+    doc: dict[str, Any] = {
+        "view": "server",
+        "app": own["app"],
+        "pool": database.pool.name,
+        "database": own["database"],
+        "application_name": application,
+        "user": user,
+        "external_pooler": getattr(database, "external_pooler", None),
+        "generated_at": time.time(),
+        "hostname": socket.gethostname(),
+        "pid": os.getpid(),
+        "max_connections_per_process": database.pool.options.max_connections,
+        "server": None,
+        "sources": {},
+        "by_host": [],
+        "by_application": [],
+        "by_process": [],
+        "totals": {},
+        "notes": [],
+        "warnings": [],
+        "error": None,
+    }
+    query = _FLEET_QUERIES.get(driver.kind)
+    if query is None:
+        doc["error"] = f"no database server to ask ({driver.kind})"
+        return doc
+    secrets = snapshots.database_secrets(database)
+    try:
+        raw = driver.connect()
+    except Exception as exc:
+        doc["error"] = _one_line(exc, secrets)
+        return doc
+    try:
+        server = query_server(driver.kind, raw)
+        sessions, facts = query(raw)
+    except Exception as exc:
+        doc["error"] = _one_line(exc, secrets)
+        return doc
+    finally:
+        with contextlib.suppress(Exception):
+            driver.close(raw)
+    ports = set(facts.get("ports") or ())
+    configured_port = _int((getattr(database, "connect_params", None) or {}).get("port"))
+    if configured_port:
+        ports.add(configured_port)
+    sockets = _attribute_local(sessions, ports)
+    doc["server"] = server
+    doc["sources"] = {
+        "sessions": "pg_stat_activity" if driver.kind == "postgresql"
+        else "information_schema.processlist",
+        "performance_schema": facts.get("performance_schema"),
+        "connect_attrs": facts.get("connect_attrs") or None,
+        "transactions": facts.get("transactions"),
+        "local_sockets": sockets,
+    }
+    doc["notes"] = list(facts.get("notes", []))
+    doc["by_host"] = _group(sessions, ("host", "user"))
+    attributed = [s for s in sessions if s["application"] or s["pid"] is not None]
+    doc["by_process"] = _group(attributed, ("application", "host", "pid"))
+    named = [s for s in sessions if s["application"]]
+    by_app = _group(named, ("application",))
+    for group in by_app:
+        mine = [s for s in named if s["application"] == group["application"]]
+        group["hosts"] = len({s["host"] for s in mine})
+        group["processes"] = len({(s["host"], s["pid"]) for s in mine if s["pid"] is not None})
+    doc["by_application"] = by_app
+    doc["sessions"] = sessions
+    doc["totals"] = _fleet_totals(doc, sessions, server, application, user, driver.kind)
+    doc["warnings"] = _fleet_warnings(doc)
+    return doc
+
+
+def _fleet_totals(doc: dict[str, Any], sessions: Sequence[dict[str, Any]],
+                  server: dict[str, Any] | None, application: str | None, user: Any,
+                  kind: str) -> dict[str, Any]:
+    server = server or {}
+    settings = server.get("settings") or {}
+    limit = server.get("max_connections")
+    reserved = settings.get("superuser_reserved_connections") or 0
+    in_use = server.get("connections")
+    available = None if limit is None or in_use is None else max(0, limit - reserved - in_use)
+    labelled = doc["sources"].get("connect_attrs") is not None
+    if application and labelled:
+        mine = [s for s in sessions if s["application"] == application]
+        matched_by = "application_name" if kind == "postgresql" else "program_name"
+    else:
+        mine = [s for s in sessions if user is not None and s["user"] == user]
+        matched_by = "user"
+    totals: dict[str, Any] = {
+        "connections": in_use,  # the server's own count, this command's session included
+        "listed": len(sessions),
+        "max_connections": limit,
+        "reserved": reserved,
+        "available": available,
+        "hosts": len({s["host"] for s in sessions}),
+        "this_app": {
+            "matched_by": matched_by,
+            "connections": len(mine),
+            "hosts": len({s["host"] for s in mine}),
+            "processes": len({(s["host"], s["pid"]) for s in mine if s["pid"] is not None}),
+        },
+        **{state: sum(1 for s in sessions if s["state"] == state) for state in _FLEET_STATES},
+    }
+    if kind == "mysql" and in_use is not None and in_use > len(sessions) + 1:
+        doc["notes"].append(
+            f"{in_use - len(sessions) - 1} connection(s) of other accounts are not listed: "
+            "the processlist shows them only to an account with the PROCESS privilege")
+    pooler = doc.get("external_pooler")
+    if pooler == "pgbouncer":
+        doc["notes"].append(
+            "through PgBouncer: these are PgBouncer's server connections; each shows the "
+            "application_name of the last client that used it. PgBouncer's own SHOW CLIENTS "
+            "lists the clients")
+    elif pooler == "proxysql":
+        doc["notes"].append(
+            "through ProxySQL: these are ProxySQL's backend connections (client host = "
+            "ProxySQL), without the clients' program_name; ProxySQL's "
+            "stats_mysql_processlist lists the clients")
+    return totals
+
+
+def _fleet_warnings(doc: dict[str, Any]) -> list[str]:
+    warnings = []
+    totals = doc["totals"]
+    limit, in_use = totals.get("max_connections"), totals.get("connections")
+    usable = (limit or 0) - int(totals.get("reserved") or 0)
+    if limit and in_use is not None and usable > 0 and in_use >= 0.9 * usable:
+        warnings.append(f"the server has {in_use} connections of {usable} it accepts "
+                        f"({100 * in_use // usable}%): new connections will soon be refused")
+    mine = totals.get("this_app") or {}
+    processes = int(mine.get("processes") or 0)
+    per_process = int(doc.get("max_connections_per_process") or 0)
+    if usable > 0 and processes and processes * per_process > usable \
+            and not doc.get("external_pooler"):
+        warnings.append(
+            f"{processes} processes of this app seen on the server x max_connections "
+            f"{per_process} = {processes * per_process} > the {usable} connections the "
+            "server accepts: under load some will be refused (lower MAX_CONNECTIONS, or put "
+            "an external pooler in front)")
+    return warnings
+
+
+def _opt(value: Any) -> str:
+    return "-" if value is None or value == "" else str(value)
+
+
+def render_fleet(doc: dict[str, Any]) -> str:
+    """The human-readable ``pool-stats --server`` report for a :func:`fleet_view` document."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(doc["generated_at"]))
+    out = [f"Server view for pool {doc['pool']!r} of app {doc['app']!r}: "
+           f"{_where(doc['database'])}, at {stamp}"]
+    if doc["error"]:
+        if doc["database"].get("kind") == "sqlite":
+            out.append("Server: none (SQLite): there is no server to ask")
+        else:
+            out.append(f"Server: unreachable: {doc['error']}")
+        return "\n".join(out)
+    server, totals = doc["server"] or {}, doc["totals"]
+    reserved = int(totals.get("reserved") or 0)
+    limit = totals.get("max_connections")
+    line = (f"Server ({server.get('kind')} {server.get('version') or ''}".rstrip()
+            + f"): {_opt(totals.get('connections'))} connections of max_connections "
+            f"{_opt(limit)}")
+    if reserved:
+        line += f" ({reserved} reserved for superusers)"
+    if totals.get("available") is not None:
+        line += f", {totals['available']} available"
+    out.append(line)
+    mine = totals.get("this_app") or {}
+    if mine.get("matched_by") in ("application_name", "program_name"):
+        out.append(f"This app ({mine['matched_by']} '{doc['application_name']}[<pid>]'): "
+                   f"{mine.get('connections', 0)} connections from {mine.get('processes', 0)} "
+                   f"process(es) on {mine.get('hosts', 0)} host(s)")
+    else:
+        out.append(f"This app's account {doc.get('user')!r}: {mine.get('connections', 0)} "
+                   f"connections on {mine.get('hosts', 0)} host(s) (the server shows no "
+                   "connection labels here)")
+    out.append("")
+
+    states = ("active", "idle", "idle_in_transaction", "other")
+    heads = ["CONNECTIONS", "ACTIVE", "IDLE", "IDLE IN TXN", "OTHER"]
+
+    def counts(group: dict[str, Any]) -> list[str]:
+        return [str(group["connections"])] + [str(group[s]) for s in states]
+
+    out.append("By client host:")
+    rows = [[_opt(g["host"]), _opt(g["user"]), *counts(g)] for g in doc["by_host"]]
+    rows.append(["TOTAL", ""] + [str(totals["listed"])] + [str(totals[s]) for s in states])
+    out += _table(["HOST", "USER", *heads], rows, frozenset({0, 1}))
+    out.append("")
+    if doc["by_application"]:
+        out.append("By application:")
+        rows = [[_opt(g["application"]), str(g["hosts"]), str(g["processes"]), *counts(g)]
+                for g in doc["by_application"]]
+        out += _table(["APPLICATION", "HOSTS", "PROCESSES", *heads], rows, frozenset({0}))
+        out.append("")
+    if doc["by_process"]:
+        out.append("By process:")
+        rows = [[_opt(g["application"]), _opt(g["host"]), _opt(g["pid"]), *counts(g),
+                 _opt(g.get("pid_source")), _opt(g.get("command"))]
+                for g in doc["by_process"]]
+        out += _table(["APPLICATION", "HOST", "PID", *heads, "FROM", "COMMAND"], rows,
+                      frozenset({0, 1, 2, 9, 10}))
+        out.append("")
+    sources = doc["sources"]
+    used = [sources.get("sessions") or "?"]
+    if sources.get("connect_attrs"):
+        used.append(str(sources["connect_attrs"]))
+    if sources.get("local_sockets"):
+        used.append("this host's sockets")
+    out.append(f"Sources: {', '.join(used)}. This command's own connection is not listed.")
+    for note in doc["notes"]:
+        out.append(f"Note: {note}")
+    if doc["warnings"]:
+        out.append("Warnings:")
+        out += [f"  ! {w}" for w in doc["warnings"]]
+    return "\n".join(out)
+
+
 @click.command("pool-stats")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON document (one per line with --watch).")
 @click.option("--watch", type=click.FloatRange(min=0, min_open=True), default=None,
               metavar="SECONDS", help="Refresh every SECONDS until Ctrl-C.")
+@click.option("--server", "server_view_", is_flag=True,
+              help="The database server's view instead: every client connection it lists "
+                   "(every host of the fleet), by host, application and process, against "
+                   "its max_connections.")
 @click.option("--no-server", is_flag=True,
               help="Do not connect to the database to read its settings.")
 @click.option("--count", type=click.IntRange(min=1), default=None, hidden=True,
               help="With --watch: stop after this many refreshes.")
 @with_appcontext
-def pool_stats_command(as_json: bool, watch: float | None, no_server: bool,
-                       count: int | None) -> None:
-    """Connections of every live process of this app on this host, with totals."""
+def pool_stats_command(as_json: bool, watch: float | None, server_view_: bool,
+                       no_server: bool, count: int | None) -> None:
+    """Connections of every live process of this app on this host, with totals.
+
+    With --server: the connections as the database server lists them, from every host.
+    """
+    if server_view_ and no_server:
+        raise click.UsageError("--server and --no-server exclude each other")
     state = _state()
     _not_a_server(state)
     done = 0
+    failed = False
     try:
         while True:
-            doc = collect_stats(state, server=not no_server)
+            if server_view_:
+                doc = fleet_view(state)
+                failed = bool(doc["error"])
+                text = render_fleet
+            else:
+                doc = collect_stats(state, server=not no_server)
+                text = render_stats
             if as_json:
-                click.echo(json.dumps(doc, separators=(",", ":")) if watch
-                           else json.dumps(doc, indent=2))
+                click.echo(json.dumps(doc, separators=(",", ":"), default=str) if watch
+                           else json.dumps(doc, indent=2, default=str))
             else:
                 if done and sys.stdout.isatty():
                     click.clear()
                 elif done:
                     click.echo()
-                click.echo(render_stats(doc))
+                click.echo(text(doc))
             done += 1
             if watch is None or (count is not None and done >= count):
-                return
+                break
             time.sleep(watch)
     except KeyboardInterrupt:  # the way out of --watch: not an error
         return
+    if failed and watch is None:
+        raise click.exceptions.Exit(1)
 
 
 # ----------------------------------------------------------------------------- pool-check

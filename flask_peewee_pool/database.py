@@ -14,21 +14,45 @@ Drop-ins for ``playhouse.pool``: same constructor arguments (``max_connections``
 Pool errors keep their pool type and also subclass what peewee users already catch:
 a failed connect is a ``peewee.OperationalError``, a checkout timeout a
 ``playhouse.pool.MaxConnectionsExceeded``.
+
+Two keywords beyond playhouse's (also URL query parameters):
+
+* ``application_name``: the name every server connection is labelled with, as
+  ``<name>[<pid>]`` (PostgreSQL ``application_name``, MySQL ``program_name`` connection
+  attribute; see :func:`~flask_peewee_pool.drivers.connection_label`). Default: the pool's
+  name (for the Flask extension, the app's import name); ``""`` sends no label.
+* ``external_pooler``: ``"pgbouncer"`` or ``"proxysql"`` when the database is reached
+  through one. PgBouncer: psycopg 3's server-side prepared statements are turned off.
+  Either: settings that would break the pooler (or, for ProxySQL, its multiplexing) are
+  logged as warnings once, when the pool is built.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import weakref
 from typing import Any
+from urllib.parse import urlsplit
 
 import peewee
 from playhouse.pool import MaxConnectionsExceeded
 
 from . import errors
-from .drivers import Driver, PostgresDriver, PyMySQLDriver, SqliteDriver
+from .drivers import (
+    Driver,
+    PostgresDriver,
+    PyMySQLDriver,
+    SqliteDriver,
+    _describe_params,
+    external_pooler_warnings,
+    normalize_application_name,
+    normalize_external_pooler,
+)
 from .options import PoolOptions
 from .pool import ConnectionPool, PooledConnection
+
+logger = logging.getLogger("flask_peewee_pool")
 
 
 class ConnectFailed(errors.ConnectError, peewee.OperationalError):
@@ -57,12 +81,16 @@ class PooledDatabase:
     """
 
     _pool: ConnectionPool | None = None
+    #: Database kind, as drivers name it (``external_pooler`` must front this kind).
+    kind = "unknown"
 
     def __init__(self, database: str | None, *args: Any, **kwargs: Any) -> None:
         # playhouse.pool's positional order: max_connections, stale_timeout, timeout.
         for name, value in zip(("max_connections", "stale_timeout", "timeout"), args, strict=False):
             kwargs.setdefault(name, value)
         self._pool_options = PoolOptions()
+        self._application_name: str | None = None
+        self._external_pooler: str | None = None
         self._pool = None
         super().__init__(database, **kwargs)  # type: ignore[call-arg]
         _live_databases.add(self)
@@ -71,6 +99,14 @@ class PooledDatabase:
 
     def init(self, database: str | None, **kwargs: Any) -> None:  # type: ignore[override]
         pool_kwargs = self._take_pool_kwargs(kwargs)
+        # Validated before anything is torn down: a bad value leaves the old pool alone.
+        application_name, external_pooler = self._application_name, self._external_pooler
+        if "application_name" in kwargs:
+            application_name = normalize_application_name(kwargs.pop("application_name"))
+        if "external_pooler" in kwargs:
+            external_pooler = normalize_external_pooler(kwargs.pop("external_pooler"),
+                                                        kind=self.kind)
+        self._application_name, self._external_pooler = application_name, external_pooler
         if self._pool is not None:
             self._pool.close()
             self._pool = None
@@ -80,6 +116,38 @@ class PooledDatabase:
             if "name" not in pool_kwargs:
                 self._pool_options = self._pool_options.replace(name=str(database))
             self._pool = ConnectionPool(self._make_driver(), self._pool_options)
+            self._warn_about_external_pooler()
+
+    @property
+    def application_name(self) -> str | None:
+        """The name part of the label on every server connection (None: no label).
+
+        Explicit ``application_name=`` wins; otherwise the pool's name, reduced to the
+        database name when it is a URL (a URL can hold a password, and every user of the
+        server can read connection labels).
+        """
+        if self._application_name is not None:
+            return self._application_name or None
+        name = self._pool_options.name
+        if "://" in name:
+            name = urlsplit(name).path.rstrip("/").rpartition("/")[2] or "pool"
+        return name
+
+    @property
+    def external_pooler(self) -> str | None:
+        """``"pgbouncer"``, ``"proxysql"`` or None."""
+        return self._external_pooler
+
+    def _warn_about_external_pooler(self) -> None:
+        """Log, once per pool built, every setting that would break the external pooler."""
+        if self._external_pooler is None:
+            return
+        options = self._pool_options
+        for problem in external_pooler_warnings(
+                self._external_pooler, self.connect_params,  # type: ignore[attr-defined]
+                init_sql=options.init_sql, configure=options.configure, reset=options.reset):
+            logger.warning("pool %r (external_pooler=%s): %s", options.name,
+                           self._external_pooler, problem)
 
     def _take_pool_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         taken: dict[str, Any] = {}
@@ -131,12 +199,22 @@ class PooledDatabase:
             if reuse_if_open:
                 return False
             raise peewee.OperationalError("Connection already opened.")
-        state.reset()
         pooled = self._checkout()
+        state.set_connection(pooled.raw)
+        state.pooled = pooled
+        if self.server_version is None or self._has_connection_hook:  # type: ignore[attr-defined]
+            self._initialize_checkout(pooled)
+        return True
+
+    @property
+    def _has_connection_hook(self) -> bool:
+        return type(self)._initialize_connection is not peewee.Database._initialize_connection
+
+    def _initialize_checkout(self, pooled: PooledConnection) -> None:
+        """peewee's per-connect steps: server version (once), ``_initialize_connection``."""
+        state = self._state  # type: ignore[attr-defined]
         try:
             with peewee.__exception_wrapper__:
-                state.set_connection(pooled.raw)
-                state.pooled = pooled
                 if self.server_version is None:  # type: ignore[attr-defined]
                     self._set_server_version(pooled.raw)  # type: ignore[attr-defined]
                 self._initialize_connection(pooled.raw)  # type: ignore[attr-defined]
@@ -145,7 +223,6 @@ class PooledDatabase:
             state.pooled = None
             self.pool.checkin(pooled, broken=True)
             raise
-        return True
 
     def _checkout(self) -> PooledConnection:
         try:
@@ -237,8 +314,23 @@ class PooledDatabase:
 class PooledMySQLDatabase(PooledDatabase, peewee.MySQLDatabase):
     """MySQL / MariaDB through PyMySQL; drop-in for ``playhouse.pool.PooledMySQLDatabase``."""
 
+    kind = "mysql"
+
     def _make_driver(self) -> Driver:
-        return PyMySQLDriver(database=self.database, **self.connect_params)
+        return PyMySQLDriver(database=self.database, application_name=self.application_name,
+                             external_pooler=self._external_pooler, **self.connect_params)
+
+
+class _ParamsView:
+    """``database`` seen with other ``connect_params``: lets peewee's own ``_connect`` open
+    a connection with per-connect parameters, without touching the shared attribute."""
+
+    def __init__(self, database: Any, connect_params: dict[str, Any]) -> None:
+        self.connect_params = connect_params
+        self._database = database
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._database, name)
 
 
 class PooledPostgresqlDatabase(PooledDatabase, peewee.PostgresqlDatabase):
@@ -248,20 +340,34 @@ class PooledPostgresqlDatabase(PooledDatabase, peewee.PostgresqlDatabase):
     encoding), so every option peewee accepts keeps working.
     """
 
+    kind = "postgresql"
+
     def _make_driver(self) -> Driver:
         params = {k: v for k, v in self.connect_params.items() if k != "password"}
         params["database"] = self.database
-        from .drivers import _describe_params
+        adapter = getattr(self, "_adapter", None)  # peewee >= 4: psycopg 3 or psycopg2
+        return PostgresDriver(self._open_connection,
+                              description=_describe_params("postgresql", params),
+                              application_name=self.application_name,
+                              external_pooler=self._external_pooler,
+                              psycopg3=type(adapter).__name__ == "Psycopg3Adapter")
 
-        return PostgresDriver(peewee.PostgresqlDatabase._connect.__get__(self),
-                              description=_describe_params("postgresql", params))
+    def _open_connection(self, **extra: Any) -> Any:
+        # The driver's per-connect parameters (label with the current pid, PgBouncer's
+        # prepare_threshold) are defaults: what the user passed explicitly wins.
+        params = {**extra, **self.connect_params}
+        return peewee.PostgresqlDatabase._connect(_ParamsView(self, params))  # type: ignore[arg-type]
 
 
 class PooledSqliteDatabase(PooledDatabase, peewee.SqliteDatabase):
     """SQLite; drop-in for ``playhouse.pool.PooledSqliteDatabase``.
 
     peewee's own ``_connect`` opens each connection, so pragmas and user functions apply.
+    There is no server to label connections for: ``application_name`` is accepted (one
+    URL or setting can serve every backend) and ignored.
     """
+
+    kind = "sqlite"
 
     def _make_driver(self) -> Driver:
         # The pool hands a connection to whichever thread checks it out next.

@@ -5,16 +5,176 @@ local state checks) and always with no pool lock held. ``is_usable`` and ``needs
 must not do I/O: they read state the DB-API connection already has (PyMySQL's server status
 flags, psycopg's transaction status, sqlite3's ``in_transaction``), so returning a clean
 connection costs no round trip.
+
+**Attribution.** Every server connection says who owns it: PostgreSQL's
+``application_name`` and MySQL/MariaDB's ``program_name`` connection attribute carry the
+label ``<application name>[<pid>]`` (:func:`connection_label`), computed at each connect so
+a forked worker's connections carry its own pid. ``flask pool-stats --server`` reads it back
+from ``pg_stat_activity`` / ``performance_schema.session_connect_attrs``.
+
+**External poolers.** ``external_pooler="pgbouncer"`` turns psycopg 3's automatic
+server-side prepared statements off (``prepare_threshold=None``): in PgBouncer's transaction
+mode consecutive transactions of one client run on different server connections, where a
+statement prepared on another one "does not exist". :func:`external_pooler_warnings` lists
+the settings that would still break a pooler (or, for ProxySQL, disable its multiplexing).
 """
 
 from __future__ import annotations
 
+import os
+import re
 import ssl
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
+from .errors import ConfigError
+
 RawConnection = Any
+
+#: PostgreSQL keeps ``NAMEDATALEN - 1`` = 63 bytes of ``application_name`` and silently
+#: drops the rest; labels are cut to this length on both servers, the ``[pid]`` kept whole.
+LABEL_MAX_BYTES = 63
+#: ``external_pooler`` values, and the database kind each one fronts.
+EXTERNAL_POOLERS = {"pgbouncer": "postgresql", "proxysql": "mysql"}
+
+_LABEL = re.compile(r"^(?P<name>.*)\[(?P<pid>\d{1,10})\]$", re.DOTALL)
+
+
+def connection_label(name: str, pid: int | None = None) -> str:
+    """``<name>[<pid>]``: what the server shows as the owner of a connection.
+
+    Characters outside printable ASCII become ``?`` (PostgreSQL would otherwise escape or
+    replace them, and the label must read back the same from either server); the name is
+    cut so the whole label fits in :data:`LABEL_MAX_BYTES`, never the pid.
+    """
+    suffix = f"[{os.getpid() if pid is None else pid}]"
+    clean = "".join(c if " " <= c <= "~" else "?" for c in str(name))
+    return clean[: max(0, LABEL_MAX_BYTES - len(suffix))] + suffix
+
+
+def parse_label(label: str | None) -> tuple[str | None, int | None]:
+    """``(name, pid)`` from a :func:`connection_label`; ``(label, None)`` for any other text
+    (a client that is not this library); ``(None, None)`` for an empty one."""
+    if not label:
+        return None, None
+    match = _LABEL.match(label)
+    if match is None:
+        return label, None
+    return match.group("name"), int(match.group("pid"))
+
+
+def normalize_external_pooler(value: Any, *, kind: str | None = None,
+                              setting: str = "external_pooler") -> str | None:
+    """``"pgbouncer"``, ``"proxysql"`` or None (also for ``""``/``"none"``); ConfigError else.
+
+    ``kind`` (``"postgresql"``/``"mysql"``/``"sqlite"``) rejects a pooler that does not
+    front that database, so a mistake fails at start-up instead of doing nothing.
+    """
+    if value is None or value is False:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(setting, f"expected 'pgbouncer', 'proxysql' or none, got {value!r}")
+    text = value.strip().lower()
+    if text in ("", "none", "off", "false", "0"):
+        return None
+    if text not in EXTERNAL_POOLERS:
+        raise ConfigError(setting, f"expected 'pgbouncer', 'proxysql' or none, got {value!r}")
+    fronts = EXTERNAL_POOLERS[text]
+    if kind is not None and kind != fronts:
+        other = next((p for p, k in EXTERNAL_POOLERS.items() if k == kind), None)
+        hint = f"; for {kind} use {other!r}" if other else ""
+        raise ConfigError(setting, f"{text!r} fronts {fronts}, not {kind}{hint}")
+    return text
+
+
+def normalize_application_name(value: Any, *, setting: str = "application_name") -> str | None:
+    """The name part of the label: a string; None = the default (the pool's name); ``""``
+    switches the label off (nothing is sent, the driver's own default applies)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ConfigError(setting, f"expected a string, got {type(value).__name__}")
+    return str(value).strip()
+
+
+_SESSION_STATE = re.compile(
+    r"^\s*(set\b(?!\s+local\b)|reset\b|prepare\b|listen\b|load\b|discard\b|"
+    r"create\s+(global\s+|local\s+)?temp(orary)?\b|select\s+pg_advisory_lock)",
+    re.IGNORECASE)
+#: Session variables ProxySQL parses and replays on whichever backend it picks: a SET of
+#: one of these keeps multiplexing on. Anything else it cannot track pins the session.
+_PROXYSQL_TRACKED = re.compile(
+    r"^\s*set\s+(session\s+|@@session\.|@@)?(names\b|character\s+set\b|charset\b|"
+    r"sql_mode\b|time_zone\b|autocommit\b|character_set_\w+|collation_connection\b|"
+    r"(session\s+)?transaction\s+isolation\b|transaction_isolation\b|tx_isolation\b|"
+    r"transaction\s+read\b|transaction_read_only\b|sql_auto_is_null\b)",
+    re.IGNORECASE)
+
+
+def _user_variable(statement: str) -> bool:
+    return re.search(r"(?<![@\w])@(?!@)\w", statement) is not None
+
+
+def external_pooler_warnings(pooler: str | None, params: Mapping[str, Any], *,
+                             init_sql: Iterable[str] = (), configure: Any = None,
+                             reset: Any = None) -> list[str]:
+    """What in these settings breaks ``pooler`` (or defeats it), one line per problem.
+
+    ``params`` are the driver's connect parameters as the user gave them; ``init_sql``,
+    ``configure`` and ``reset`` the pool's hooks. Pure: the database logs the result once,
+    at start-up.
+    """
+    found: list[str] = []
+    statements = [s for s in init_sql if s and s.strip()]
+    if pooler == "pgbouncer":
+        threshold = params.get("prepare_threshold", None)
+        if "prepare_threshold" in params and threshold is not None:
+            found.append(
+                f"prepare_threshold={threshold!r}: psycopg prepares statements on the server "
+                "connection PgBouncer lent for one transaction; later transactions run on "
+                "others, where they \"do not exist\" (unless PgBouncer >= 1.21 has "
+                "max_prepared_statements > 0). Leave it unset: the pgbouncer mode sets None")
+        if params.get("options"):
+            found.append(
+                "options (startup -c settings): PgBouncer refuses unknown startup parameters "
+                "(or ignores them if listed in ignore_startup_parameters); set them with "
+                "ALTER ROLE/DATABASE ... SET on the server instead")
+        for statement in statements:
+            if _SESSION_STATE.match(statement):
+                found.append(
+                    f"init_sql {statement.strip()!r} changes session state outside a "
+                    "transaction: in transaction mode it lands on whichever server connection "
+                    "PgBouncer lends, then leaks to other clients and is missing for this "
+                    "one; use SET LOCAL inside each transaction or ALTER ROLE ... SET")
+        if configure is not None:
+            found.append(
+                "configure hook: runs once per client connection, but in transaction mode "
+                "any session state it sets stays on one server connection and does not "
+                "follow this client; keep it free of SET / PREPARE / LISTEN / temp tables")
+        if reset is not None:
+            found.append(
+                "reset hook: runs at checkin outside any transaction, on whatever server "
+                "connection PgBouncer lends for it, not the one the request used")
+    elif pooler == "proxysql":
+        init_command = params.get("init_command")
+        for what, statement in ([("init_command", init_command)] if init_command else []) + [
+                ("init_sql", s) for s in statements]:
+            text = str(statement).strip()
+            if _user_variable(text):
+                found.append(
+                    f"{what} {text!r} uses a user variable: ProxySQL disables multiplexing "
+                    "for the whole session, for good")
+            elif not _PROXYSQL_TRACKED.match(text):
+                found.append(
+                    f"{what} {text!r}: ProxySQL tracks only some SET statements (sql_mode, "
+                    "time_zone, NAMES, autocommit, isolation level, ...); anything else "
+                    "pins every connection to one backend (multiplexing off)")
+        if params.get("autocommit") is False:
+            found.append(
+                "autocommit=False: every statement leaves a transaction open, and ProxySQL "
+                "keeps a backend per client while a transaction is open (no multiplexing)")
+    return found
 
 
 @runtime_checkable
@@ -73,7 +233,8 @@ class PyMySQLDriver:
 
     kind = "mysql"
 
-    def __init__(self, **connect_params: Any) -> None:
+    def __init__(self, *, application_name: str | None = None,
+                 external_pooler: str | None = None, **connect_params: Any) -> None:
         import pymysql
         from pymysql.constants import SERVER_STATUS
 
@@ -81,13 +242,25 @@ class PyMySQLDriver:
         self._params.setdefault("autocommit", True)
         self._in_trans = SERVER_STATUS.SERVER_STATUS_IN_TRANS
         self._connection_class = _shared_ssl_connection_class(pymysql.connections.Connection)
+        #: Name part of the ``program_name`` label; None or "" sends none. An explicit
+        #: ``program_name`` connect parameter is sent as given instead.
+        self.application_name = application_name or None
+        self.external_pooler = normalize_external_pooler(external_pooler, kind=self.kind)
 
     @property
     def params(self) -> dict[str, Any]:
         return self._params
 
+    def connect_params(self) -> dict[str, Any]:
+        """The parameters of the next connect (the label carries the current pid)."""
+        if self.application_name and not self._params.get("program_name"):
+            return {**self._params, "program_name": connection_label(self.application_name)}
+        return self._params
+
     def connect(self) -> RawConnection:
-        return self._connection_class(**self._params)
+        # PyMySQL's connect sends SET NAMES, then SET sql_mode / init_command if given, then
+        # SET AUTOCOMMIT only if the server's default differs: nothing ProxySQL cannot track.
+        return self._connection_class(**self.connect_params())
 
     def ping(self, raw: RawConnection) -> None:
         raw.ping(reconnect=False)
@@ -137,15 +310,24 @@ def _shared_ssl_connection_class(base: type) -> type:
 
 
 class PostgresDriver:
-    """PostgreSQL through psycopg 3 (or psycopg2), connections in autocommit mode."""
+    """PostgreSQL through psycopg 3 (or psycopg2), connections in autocommit mode.
+
+    ``connect``, when given, opens a connection with extra libpq/psycopg parameters passed
+    as keyword arguments (``application_name``, ``prepare_threshold``); without it the
+    driver calls ``psycopg.connect`` with ``connect_params`` itself. ``psycopg3`` says
+    whether that callable uses psycopg 3 (only it knows ``prepare_threshold``).
+    """
 
     kind = "postgresql"
 
     def __init__(
         self,
-        connect: Callable[[], RawConnection] | None = None,
+        connect: Callable[..., RawConnection] | None = None,
         *,
         description: str = "postgresql://",
+        application_name: str | None = None,
+        external_pooler: str | None = None,
+        psycopg3: bool = True,
         **connect_params: Any,
     ) -> None:
         self._params = connect_params
@@ -153,16 +335,30 @@ class PostgresDriver:
         self._description = (
             _describe_params("postgresql", connect_params) if connect is None else description
         )
+        self.application_name = application_name or None
+        self.external_pooler = normalize_external_pooler(external_pooler, kind=self.kind)
+        self._psycopg3 = psycopg3
 
-    def _connect_psycopg(self) -> RawConnection:
+    def _connect_psycopg(self, **extra: Any) -> RawConnection:
         import psycopg
 
-        params = dict(self._params)
+        params = {**extra, **self._params}  # what the caller set explicitly wins
         conninfo = params.pop("conninfo", "")
         return psycopg.connect(conninfo, autocommit=True, **params)
 
+    def session_params(self) -> dict[str, Any]:
+        """What this driver adds to every connect: the label, and with PgBouncer no
+        server-side prepared statements. Defaults: a parameter the caller set explicitly
+        (in ``connect_params`` or the ``connect`` callable's own) is sent as given."""
+        extra: dict[str, Any] = {}
+        if self.application_name:
+            extra["application_name"] = connection_label(self.application_name)
+        if self.external_pooler == "pgbouncer" and self._psycopg3:
+            extra["prepare_threshold"] = None
+        return extra
+
     def connect(self) -> RawConnection:
-        return self._connect()
+        return self._connect(**self.session_params())
 
     def ping(self, raw: RawConnection) -> None:
         if hasattr(raw, "pgconn"):
