@@ -114,7 +114,7 @@ class PooledDatabase:
         self._pool_options = self._pool_options.replace(**pool_kwargs)
         if not self.deferred:  # type: ignore[attr-defined]
             if "name" not in pool_kwargs:
-                self._pool_options = self._pool_options.replace(name=str(database))
+                self._pool_options = self._pool_options.replace(name=_pool_name(database))
             self._pool = ConnectionPool(self._make_driver(), self._pool_options)
             self._warn_about_external_pooler()
 
@@ -128,10 +128,7 @@ class PooledDatabase:
         """
         if self._application_name is not None:
             return self._application_name or None
-        name = self._pool_options.name
-        if "://" in name:
-            name = urlsplit(name).path.rstrip("/").rpartition("/")[2] or "pool"
-        return name
+        return _pool_name(self._pool_options.name)
 
     @property
     def external_pooler(self) -> str | None:
@@ -345,9 +342,14 @@ class PooledPostgresqlDatabase(PooledDatabase, peewee.PostgresqlDatabase):
     def _make_driver(self) -> Driver:
         params = {k: v for k, v in self.connect_params.items() if k != "password"}
         params["database"] = self.database
+        description = _describe_params("postgresql", params)
+        if "://" in str(self.database):  # a connection URL as the database name
+            from .urls import redact
+
+            description = redact(str(self.database))
         adapter = getattr(self, "_adapter", None)  # peewee >= 4: psycopg 3 or psycopg2
         return PostgresDriver(self._open_connection,
-                              description=_describe_params("postgresql", params),
+                              description=description,
                               application_name=self.application_name,
                               external_pooler=self._external_pooler,
                               psycopg3=type(adapter).__name__ == "Psycopg3Adapter")
@@ -374,6 +376,15 @@ class PooledSqliteDatabase(PooledDatabase, peewee.SqliteDatabase):
         self.connect_params.setdefault("check_same_thread", False)
         return SqliteDriver(peewee.SqliteDatabase._connect.__get__(self),
                             database=str(self.database))
+
+
+def _pool_name(database: Any) -> str:
+    """A name for the pool: the database name, never a whole connection URL (which can
+    hold a password, and pool names appear in logs, errors and server-side labels)."""
+    name = str(database)
+    if "://" in name:
+        name = urlsplit(name).path.rstrip("/").rpartition("/")[2] or "pool"
+    return name
 
 
 _live_databases: weakref.WeakSet[PooledDatabase] = weakref.WeakSet()
