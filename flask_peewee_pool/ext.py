@@ -78,12 +78,15 @@ PREFIX = "PEEWEE_POOL_"
 _POOL_FIELDS = PoolOptions.field_names()
 _OTHER_KEYS = (
     "DATABASE", "CONNECT_ARGS", "CHECKOUT", "EXCLUDED_ENDPOINTS", "STATS_DIR", "STATS_INTERVAL",
+    "METRICS",
 )
 #: Every setting init_app accepts, without the prefix.
 ACCEPTED_KEYS = (*_OTHER_KEYS[:1], *(f.upper() for f in _POOL_FIELDS), *_OTHER_KEYS[1:])
 
 _URL_POOL_ALIASES = {"stale_timeout": "max_lifetime", "pool_name": "name"}
 _SECRET_KEYS = frozenset({"password", "passwd"})
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"", "0", "false", "no", "off", "none"})
 _LEASE = "_peewee_pool_lease"  # key in g and in the WSGI environ
 
 
@@ -92,6 +95,8 @@ class PeeweePoolState:
 
     ``settings`` holds every validated value, keyed by lower-case setting name, with the
     password masked: it is meant to be shown (``flask pool-stats``, logs, snapshots).
+    ``metrics`` is the :class:`~flask_peewee_pool.metrics.PoolMetrics` publishing this
+    pool to Prometheus (``PEEWEE_POOL_METRICS``), or None.
     """
 
     def __init__(
@@ -105,6 +110,7 @@ class PeeweePoolState:
         excluded_endpoints: frozenset[str],
         stats_dir: str,
         stats_interval: float,
+        metrics_registry: Any = None,
     ) -> None:
         self.extension = extension
         self.app = app
@@ -115,6 +121,9 @@ class PeeweePoolState:
         self.excluded_endpoints = excluded_endpoints
         self.stats_dir = stats_dir
         self.stats_interval = stats_interval
+        #: ``PEEWEE_POOL_METRICS``: None (off), True (the default registry) or a registry.
+        self.metrics_registry = metrics_registry
+        self.metrics: Any = None
         self._local = threading.local()
 
     def __repr__(self) -> str:
@@ -297,6 +306,12 @@ class PeeweePool:
 
         register_commands(app)
         start_snapshots(state)
+        if state.metrics_registry is not None:
+            from . import metrics
+
+            kwargs = {} if state.metrics_registry is True else {
+                "registry": state.metrics_registry}
+            state.metrics = metrics.instrument(state.database, **kwargs)
 
     def get_state(self, app: Flask | None = None) -> PeeweePoolState:
         """The state for ``app``; default: the current app, else the last one initialised."""
@@ -365,6 +380,7 @@ def _build_state(extension: PeeweePool, app: Flask) -> PeeweePoolState:
     excluded = _excluded_endpoints(raw.get("EXCLUDED_ENDPOINTS"))
     stats_dir = _stats_dir(raw.get("STATS_DIR"), app)
     stats_interval = _stats_interval(raw.get("STATS_INTERVAL"))
+    metrics_registry = _metrics(raw.get("METRICS"))
 
     database = db_class(db_name, pool_options=options, pool_name=options.name,
                         **{**url_kwargs, **connect_args})
@@ -376,9 +392,10 @@ def _build_state(extension: PeeweePool, app: Flask) -> PeeweePoolState:
         "excluded_endpoints": sorted(excluded),
         "stats_dir": stats_dir,
         "stats_interval": stats_interval,
+        "metrics": metrics_registry is not None,
     }
     return PeeweePoolState(extension, app, database, options, settings, checkout,
-                           excluded, stats_dir, stats_interval)
+                           excluded, stats_dir, stats_interval, metrics_registry)
 
 
 def _connect_args(value: Any) -> dict[str, Any]:
@@ -451,6 +468,28 @@ def _stats_interval(value: Any) -> float:
         raise ConfigError(PREFIX + "STATS_INTERVAL",
                           f"must be a finite number of seconds > 0, got {value!r}")
     return float(number)
+
+
+def _metrics(value: Any) -> Any:
+    """None (off), True (prometheus_client's default registry) or a CollectorRegistry."""
+    key = PREFIX + "METRICS"
+    enabled: Any = value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        enabled = True if text in _TRUE else False if text in _FALSE else value
+    elif type(value) is int and value in (0, 1):  # from_prefixed_env turns "1" into 1
+        enabled = bool(value)
+    if value is None or enabled is False:
+        return None
+    try:
+        from . import metrics  # prometheus_client is an optional extra
+    except ImportError:
+        raise ConfigError(key, "needs prometheus_client: pip install "
+                          "'flask-peewee-pool[prometheus]'") from None
+    if enabled is not True and not isinstance(enabled, metrics.CollectorRegistry):
+        raise ConfigError(key, "expected true or false (or a prometheus_client "
+                          f"CollectorRegistry), got {value!r}")
+    return enabled
 
 
 _USERINFO_PASSWORD = re.compile(r"^([A-Za-z][\w+.-]*://[^:/@?#]*:)(.*)@", re.DOTALL)
