@@ -363,14 +363,17 @@ def _totals(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _other_processes(state: ExtensionState, now: float) -> list[dict[str, Any]]:
-    """Rows of the live snapshots, without this process's own file for this pool (its
-    numbers are read live instead, when it has any)."""
+    """Rows of the live snapshots of this app, without this process's own file for this
+    pool (its numbers are read live instead, when it has any). Snapshots of other apps in
+    the same directory (two apps of one project share its instance folder) are skipped."""
     own_pid, host, name = os.getpid(), socket.gethostname(), state.database.pool.name
+    app_name = snapshots.build_snapshot(state)["app"]
     return [
         _process_row(snap, now, current=False)
         for snap in snapshots.read_snapshots(snapshots.stats_dir_of(state))
-        if not (snap["pid"] == own_pid and snap.get("hostname") == host
-                and snap.get("pool") == name)
+        if snap.get("app") == app_name
+        and not (snap["pid"] == own_pid and snap.get("hostname") == host
+                 and snap.get("pool") == name)
     ]
 
 
@@ -911,6 +914,11 @@ def fleet_view(state: ExtensionState) -> dict[str, Any]:
     if configured_port:
         ports.add(configured_port)
     sockets = _attribute_local(sessions, ports)
+    # This command's own pool may hold a connection its app factory used (to create tables,
+    # say): like the query connection, it is not one of the fleet's.
+    listed = len(sessions)
+    sessions = [s for s in sessions if not (s.get("local") and s["pid"] == os.getpid())]
+    doc["own_connections"] = listed - len(sessions)
     doc["server"] = server
     doc["sources"] = {
         "sessions": "pg_stat_activity" if driver.kind == "postgresql"
@@ -968,9 +976,10 @@ def _fleet_totals(doc: dict[str, Any], sessions: Sequence[dict[str, Any]],
         },
         **{state: sum(1 for s in sessions if s["state"] == state) for state in _FLEET_STATES},
     }
-    if kind == "mysql" and in_use is not None and in_use > len(sessions) + 1:
+    unlisted = None if in_use is None else in_use - len(sessions) - 1 - doc["own_connections"]
+    if kind == "mysql" and unlisted is not None and unlisted > 0:
         doc["notes"].append(
-            f"{in_use - len(sessions) - 1} connection(s) of other accounts are not listed: "
+            f"{unlisted} connection(s) of other accounts are not listed: "
             "the processlist shows them only to an account with the PROCESS privilege")
     pooler = doc.get("external_pooler")
     if pooler == "pgbouncer":

@@ -153,6 +153,8 @@ class PooledDatabase:
             if not isinstance(whole, PoolOptions):
                 raise errors.ConfigError("pool_options", "must be a PoolOptions instance")
             self._pool_options = whole
+            if whole.name != PoolOptions().name:  # a name set in the record is kept
+                taken["name"] = whole.name
         for key in list(kwargs):
             field = _PLAYHOUSE_ALIASES.get(key, key)
             if field in _POOL_FIELDS:

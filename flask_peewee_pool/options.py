@@ -175,7 +175,7 @@ def _callable(name: str, value: Any) -> Callable[[Any], None] | None:
         module_name, _, attr = value.strip().replace(":", ".").rpartition(".")
         try:
             found = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError, ValueError) as exc:
+        except (ImportError, AttributeError, ValueError, TypeError) as exc:
             raise ConfigError(name, f"cannot import {value!r}: {exc}") from None
         if callable(found):
             return found  # type: ignore[no-any-return]

@@ -829,6 +829,7 @@ class ConnectionPool:
             checkout_wait=wait.summary(),
             connect_time=connect.summary(),
             usage_time=usage.summary(),
+            histograms={"checkout_wait": wait, "connect_time": connect, "usage_time": usage},
             database_down=m.database_down,
             backoff=m.backoff,
             closed=self._closed,

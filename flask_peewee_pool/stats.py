@@ -127,6 +127,13 @@ class PoolStats:
     closed: bool = False
     #: The longest current holders: ``{"thread", "held_for", "origin"}``, longest first.
     holders: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    #: The merged latency histograms, raw buckets included (``checkout_wait``,
+    #: ``connect_time``, ``usage_time``), for exporters such as :mod:`.metrics`. Not in
+    #: :meth:`as_dict`: snapshots carry the summaries above.
+    histograms: dict[str, Histogram] = dataclasses.field(
+        default_factory=dict, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        doc = dataclasses.asdict(dataclasses.replace(self, histograms={}))
+        del doc["histograms"]
+        return doc

@@ -35,7 +35,7 @@ def main() -> int:
     args = parser.parse_args()
 
     _, state = build_app(os.environ["FPP_CHILD_URL"], Path(args.stats_dir), interval=0.1,
-                         name="cli_child")
+                         name="cli_app")
     database = state.database
     run_queries(database, args.queries)
     path = snapshots.write_snapshot(state)

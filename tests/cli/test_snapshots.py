@@ -224,7 +224,7 @@ def test_second_process_snapshot_is_read_and_removed_at_its_exit(
     assert (word, int(pid)) == ("ready", child.pid)
     (snap,) = snapshots.read_snapshots(stats_dir)
     assert snap["pid"] == child.pid
-    assert snap["app"] == "cli_child"
+    assert snap["app"] == "cli_app"
     assert snap["stats"]["counters"]["checkouts"] == 4
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert child.finish() == 0
