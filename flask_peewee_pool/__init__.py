@@ -37,6 +37,7 @@ __all__ = [
     "ConnectError",
     "ConnectFailed",
     "ConnectionPool",
+    "FlaskDB",
     "PeeweePool",
     "PoolClosed",
     "PoolError",
@@ -61,4 +62,8 @@ def __getattr__(name: str) -> object:
         from .ext import PeeweePool
 
         return PeeweePool
+    if name == "FlaskDB":
+        from .flask_utils import FlaskDB
+
+        return FlaskDB
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

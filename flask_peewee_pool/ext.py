@@ -17,13 +17,13 @@ Every ``PEEWEE_POOL_*`` setting is validated in :meth:`PeeweePool.init_app`: a b
 raises :class:`~flask_peewee_pool.errors.ConfigError` naming the key at start-up, never at
 the first request. Values may be typed or strings (``app.config.from_prefixed_env()``).
 
-**One PeeweePool per database.** ``pool.database`` is a ``peewee.DatabaseProxy`` and
-``pool.Model`` binds to it, so models can be declared before any app exists. Each
-``init_app`` builds that app's own pooled database (``app.extensions["peewee_pool"]``) and
-points the proxy at it: when one PeeweePool is initialised on several apps (an app factory
-called once per test), the models follow the most recent one, while every app still
-returns its own connections. Two databases, or two apps that must run side by side with
-different databases, take two PeeweePool objects.
+**One PeeweePool per database.** ``pool.database`` is a ``peewee.DatabaseProxy``
+(:class:`AppDatabaseProxy`) and ``pool.Model`` binds to it, so models can be declared before
+any app exists. Each ``init_app`` builds that app's own pooled database
+(``app.extensions["peewee_pool"]``); inside an app context the proxy is the current app's
+database, outside one the most recently initialised: one PeeweePool initialised on several
+apps (an app factory called once per test, apps side by side) keeps each app's queries and
+connections in its own pool. Two databases in one app take two PeeweePool objects.
 
 **Lifecycle.** A request borrows at most one connection: on its first query (``CHECKOUT =
 "lazy"``, the default) or before the view runs (``"eager"``). It is returned when the
@@ -41,52 +41,36 @@ opened a transaction) belongs to that context.
 from __future__ import annotations
 
 import inspect
-import json
 import logging
-import math
 import os
-import re
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import peewee
 from flask import Flask, Response, appcontext_pushed, current_app, g, has_app_context, request
+from flask.globals import _cv_app
 from flask.typing import ResponseReturnValue
 from playhouse.pool import MaxConnectionsExceeded
 from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
-from . import urls
+from . import settings as _settings
 from .cli import register_commands
-from .errors import ConfigError, PoolError, PoolExhausted, PoolTimeout
-from .middleware import (
-    CHECKOUT_MODES,
-    RETRY_AFTER,
-    current_connection,
-    release_connection,
-)
+from .errors import PoolError, PoolExhausted, PoolTimeout
+from .middleware import RETRY_AFTER, current_connection, release_connection
 from .options import PoolOptions
-from .snapshots import start_snapshots
+from .settings import ACCEPTED_KEYS, PREFIX
+from .snapshots import DEFAULT_DIRNAME, start_snapshots
 from .stats import PoolStats
 
 logger = logging.getLogger("flask_peewee_pool")
 
 EXTENSION_KEY = "peewee_pool"
-PREFIX = "PEEWEE_POOL_"
+__all__ = [
+    "ACCEPTED_KEYS", "EXTENSION_KEY", "PREFIX", "AppDatabaseProxy", "PeeweePool",
+    "PeeweePoolState",
+]
 
-_POOL_FIELDS = PoolOptions.field_names()
-_OTHER_KEYS = (
-    "DATABASE", "CONNECT_ARGS", "CHECKOUT", "EXCLUDED_ENDPOINTS", "STATS_DIR", "STATS_INTERVAL",
-    "METRICS",
-)
-#: Every setting init_app accepts, without the prefix.
-ACCEPTED_KEYS = (*_OTHER_KEYS[:1], *(f.upper() for f in _POOL_FIELDS), *_OTHER_KEYS[1:])
-
-_URL_POOL_ALIASES = {"stale_timeout": "max_lifetime", "pool_name": "name"}
-_SECRET_KEYS = frozenset({"password", "passwd"})
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"", "0", "false", "no", "off", "none"})
 _LEASE = "_peewee_pool_lease"  # key in g and in the WSGI environ
 
 
@@ -261,6 +245,43 @@ class _Stream:
             context_lease.streams += 1
 
 
+_PROXY_SLOT = peewee.DatabaseProxy.__dict__["obj"]  # the slot behind DatabaseProxy.obj
+
+
+class AppDatabaseProxy(peewee.DatabaseProxy):
+    """A ``DatabaseProxy`` that is the current app's database inside an app context.
+
+    Outside an app context (a script, a test after ``create_app()``) it is the database it
+    was last ``initialize``-d with: the one of the app initialised last.
+    """
+
+    __slots__ = ("_extension",)
+
+    def __init__(self, extension: PeeweePool) -> None:
+        object.__setattr__(self, "_extension", extension)
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def obj(self) -> Any:
+        ctx = _cv_app.get(None)
+        if ctx is not None:
+            state = ctx.app.extensions.get(EXTENSION_KEY)
+            if state is not None and state.extension is self._extension:
+                return state.database
+        return _PROXY_SLOT.__get__(self)
+
+    def __setattr__(self, attr: str, value: Any) -> None:
+        if attr == "obj":
+            _PROXY_SLOT.__set__(self, value)
+        elif attr in ("_callbacks", "_Model"):
+            object.__setattr__(self, attr, value)
+        else:
+            raise AttributeError("Cannot set attribute on proxy.")
+
+    def __repr__(self) -> str:
+        return f"<AppDatabaseProxy {self.obj!r}>"
+
+
 class PeeweePool:
     """Flask extension: a pooled peewee database per app, returned after every request.
 
@@ -270,7 +291,7 @@ class PeeweePool:
     """
 
     def __init__(self, app: Flask | None = None) -> None:
-        self.database = peewee.DatabaseProxy()
+        self.database = AppDatabaseProxy(self)
         proxy = self.database
 
         class Model(peewee.Model):
@@ -284,11 +305,17 @@ class PeeweePool:
 
     def init_app(self, app: Flask) -> None:
         """Validate ``app``'s ``PEEWEE_POOL_*`` settings, build its pool, hook its lifecycle."""
+        self._check_unregistered(app)
+        self._install(app, _build_state(self, app))
+
+    def _check_unregistered(self, app: Flask) -> None:
         if EXTENSION_KEY in app.extensions:
             raise RuntimeError(
                 f"a PeeweePool is already registered on app {app.name!r}; use one app per "
                 "PeeweePool database, or call init_app once")
-        state = _build_state(self, app)
+
+    def _install(self, app: Flask, state: PeeweePoolState) -> None:
+        """Register ``state`` on ``app``: lifecycle hooks, 503 handler, CLI, snapshots."""
 
         app.extensions[EXTENSION_KEY] = state
         appcontext_pushed.connect(state._on_appcontext_pushed, app)
@@ -306,12 +333,7 @@ class PeeweePool:
 
         register_commands(app)
         start_snapshots(state)
-        if state.metrics_registry is not None:
-            from . import metrics
-
-            kwargs = {} if state.metrics_registry is True else {
-                "registry": state.metrics_registry}
-            state.metrics = metrics.instrument(state.database, **kwargs)
+        state.metrics = _settings.instrument(state.database, state.metrics_registry)
 
     def get_state(self, app: Flask | None = None) -> PeeweePoolState:
         """The state for ``app``; default: the current app, else the last one initialised."""
@@ -336,175 +358,20 @@ class PeeweePool:
 
 
 def _build_state(extension: PeeweePool, app: Flask) -> PeeweePoolState:
-    raw = {key[len(PREFIX):]: value for key, value in app.config.items()
-           if key.startswith(PREFIX)}
-    unknown = sorted(set(raw) - set(ACCEPTED_KEYS))
-    if unknown:
-        accepted = ", ".join(PREFIX + k for k in ACCEPTED_KEYS)
-        raise ConfigError(PREFIX + unknown[0], f"unknown setting; accepted: {accepted}")
-
-    url = raw.get("DATABASE")
-    if url is None or url == "":
-        raise ConfigError(PREFIX + "DATABASE", "required: a database URL such as "
-                          "mysql://user:password@host/db or sqlite:///path/to/file.db")
-    if not isinstance(url, str) or "://" not in url:
-        got = f"got {type(url).__name__}" if not isinstance(url, str) else "value not shown"
-        raise ConfigError(PREFIX + "DATABASE", "expected a database URL such as "
-                          f"mysql://user:password@host/db ({got}: it may hold a password)")
-    try:
-        db_class, db_name, url_kwargs = urls.parse(url)
-    except ConfigError as exc:
-        raise ConfigError(PREFIX + "DATABASE", _scrub(exc.detail, url)) from None
-
-    url_pool = {}
-    for key in list(url_kwargs):
-        field = _URL_POOL_ALIASES.get(key, key)
-        if field in _POOL_FIELDS:
-            url_pool[field] = url_kwargs.pop(key)
-    try:
-        PoolOptions.from_mapping(url_pool)
-    except ConfigError as exc:
-        raise ConfigError(PREFIX + "DATABASE",
-                          f"query parameter {exc.setting}: {exc.detail}") from None
-
-    values: dict[str, Any] = {"name": app.import_name, **url_pool}
-    for field in _POOL_FIELDS:
-        if field.upper() in raw:
-            values[field] = raw[field.upper()]
-    if isinstance(values["name"], (int, float)) and not isinstance(values["name"], bool):
-        values["name"] = str(values["name"])  # from_prefixed_env turns "123" into 123
-    options = PoolOptions.from_mapping(values, source=PREFIX)
-
-    connect_args = _connect_args(raw.get("CONNECT_ARGS"))
-    checkout = _checkout(raw.get("CHECKOUT"))
-    excluded = _excluded_endpoints(raw.get("EXCLUDED_ENDPOINTS"))
-    stats_dir = _stats_dir(raw.get("STATS_DIR"), app)
-    stats_interval = _stats_interval(raw.get("STATS_INTERVAL"))
-    metrics_registry = _metrics(raw.get("METRICS"))
-
-    database = db_class(db_name, pool_options=options, pool_name=options.name,
-                        **{**url_kwargs, **connect_args})
-    settings: dict[str, Any] = {
-        "database": _redact(url),
-        **{field: getattr(options, field) for field in _POOL_FIELDS},
-        "connect_args": {k: "***" if k in _SECRET_KEYS else v for k, v in connect_args.items()},
-        "checkout": checkout,
-        "excluded_endpoints": sorted(excluded),
-        "stats_dir": stats_dir,
-        "stats_interval": stats_interval,
-        "metrics": metrics_registry is not None,
-    }
-    return PeeweePoolState(extension, app, database, options, settings, checkout,
-                           excluded, stats_dir, stats_interval, metrics_registry)
+    """Validate ``app``'s ``PEEWEE_POOL_*`` settings (see :mod:`.settings`), build its pool."""
+    built = _settings.build(
+        _settings.prefixed(app.config), label=_settings.flask_label, name=app.import_name,
+        stats_dir=os.path.join(app.instance_path, DEFAULT_DIRNAME))
+    return state_from(extension, app, built)
 
 
-def _connect_args(value: Any) -> dict[str, Any]:
-    key = PREFIX + "CONNECT_ARGS"
-    if value is None or value == "":
-        return {}
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:  # the text may hold a password: do not echo it
-            raise ConfigError(key, f"expected a JSON object, got invalid JSON "
-                              f"(line {exc.lineno}, column {exc.colno})") from None
-    if not isinstance(value, Mapping):
-        raise ConfigError(key, f"expected a dict (or a JSON object), got {type(value).__name__}")
-    args = dict(value)
-    for name in args:
-        if not isinstance(name, str):
-            raise ConfigError(key, f"keys must be strings, got {name!r}")
-        field = _URL_POOL_ALIASES.get(name, name)
-        if field in _POOL_FIELDS:
-            raise ConfigError(key, f"{name!r} is a pool setting: use {PREFIX}{field.upper()}")
-    return args
-
-
-def _checkout(value: Any) -> str:
-    if value is None:
-        return "lazy"
-    mode = value.strip().lower() if isinstance(value, str) else value
-    if mode not in CHECKOUT_MODES:
-        raise ConfigError(PREFIX + "CHECKOUT", f"expected 'lazy' or 'eager', got {value!r}")
-    return mode  # type: ignore[no-any-return]
-
-
-def _excluded_endpoints(value: Any) -> frozenset[str]:
-    key = PREFIX + "EXCLUDED_ENDPOINTS"
-    if value is None:
-        return frozenset()
-    if isinstance(value, str):
-        return frozenset(part.strip() for part in value.split(",") if part.strip())
-    if not isinstance(value, (list, tuple, set, frozenset)):
-        raise ConfigError(key, "expected a list of endpoint names or a comma-separated "
-                          f"string, got {type(value).__name__}")
-    names: Iterable[Any] = value
-    for name in names:
-        if not isinstance(name, str) or not name:
-            raise ConfigError(key, f"endpoint names must be non-empty strings, got {name!r}")
-    return frozenset(value)
-
-
-def _stats_dir(value: Any, app: Flask) -> str:
-    if value is None or value == "":
-        return os.path.join(app.instance_path, "peewee_pool_stats")
-    if not isinstance(value, (str, os.PathLike)):
-        raise ConfigError(PREFIX + "STATS_DIR",
-                          f"expected a directory path, got {type(value).__name__}")
-    return os.fspath(value)
-
-
-def _stats_interval(value: Any) -> float:
-    if value is None:
-        return 5.0
-    number: Any = value
-    if isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            number = None
-    if (isinstance(number, bool) or not isinstance(number, (int, float))
-            or not math.isfinite(number) or number <= 0):
-        raise ConfigError(PREFIX + "STATS_INTERVAL",
-                          f"must be a finite number of seconds > 0, got {value!r}")
-    return float(number)
-
-
-def _metrics(value: Any) -> Any:
-    """None (off), True (prometheus_client's default registry) or a CollectorRegistry."""
-    key = PREFIX + "METRICS"
-    enabled: Any = value
-    if isinstance(value, str):
-        text = value.strip().lower()
-        enabled = True if text in _TRUE else False if text in _FALSE else value
-    elif type(value) is int and value in (0, 1):  # from_prefixed_env turns "1" into 1
-        enabled = bool(value)
-    if value is None or enabled is False:
-        return None
-    try:
-        from . import metrics  # prometheus_client is an optional extra
-    except ImportError:
-        raise ConfigError(key, "needs prometheus_client: pip install "
-                          "'flask-peewee-pool[prometheus]'") from None
-    if enabled is not True and not isinstance(enabled, metrics.CollectorRegistry):
-        raise ConfigError(key, "expected true or false (or a prometheus_client "
-                          f"CollectorRegistry), got {value!r}")
-    return enabled
-
-
-_USERINFO_PASSWORD = re.compile(r"^([A-Za-z][\w+.-]*://[^:/@?#]*:)(.*)@", re.DOTALL)
-_redact = urls.redact
-
-
-def _scrub(message: str, url: str) -> str:
-    """``message`` with every password that ``url`` holds masked."""
-    match = _USERINFO_PASSWORD.match(url)
-    secrets = [match.group(2)] if match else []
-    secrets += [v for k, v in parse_qsl(urlsplit(url).query) if k in _SECRET_KEYS]
-    for secret in secrets:
-        if secret:
-            message = message.replace(secret, "***")
-    return message
+def state_from(extension: PeeweePool, app: Flask, built: _settings.Settings
+               ) -> PeeweePoolState:
+    """The extension state for ``app`` from validated settings (also used by FlaskDB)."""
+    return PeeweePoolState(
+        extension, app, built.database, built.options, built.shown, built.checkout,
+        built.excluded_endpoints, built.stats_dir or "", built.stats_interval,
+        built.metrics_registry)
 
 
 def _pool_error_handler(app: Flask, exc: BaseException, ours: Any) -> Any:

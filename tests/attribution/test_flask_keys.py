@@ -1,8 +1,4 @@
-"""``PEEWEE_POOL_APPLICATION_NAME`` / ``PEEWEE_POOL_EXTERNAL_POOLER`` (Flask config).
-
-These keys live in ext.py; until they are wired there, this module is skipped (see the
-issue 8 report for the diff). Remove the skipif once applied.
-"""
+"""``PEEWEE_POOL_APPLICATION_NAME`` / ``PEEWEE_POOL_EXTERNAL_POOLER`` (Flask config)."""
 
 from __future__ import annotations
 
@@ -17,9 +13,7 @@ from flask_peewee_pool import PeeweePool, snapshots
 from flask_peewee_pool.errors import ConfigError
 from flask_peewee_pool.ext import ACCEPTED_KEYS
 
-pytestmark = pytest.mark.skipif(
-    "EXTERNAL_POOLER" not in ACCEPTED_KEYS,
-    reason="ext.py does not accept PEEWEE_POOL_APPLICATION_NAME / EXTERNAL_POOLER yet")
+assert "EXTERNAL_POOLER" in ACCEPTED_KEYS and "APPLICATION_NAME" in ACCEPTED_KEYS
 
 
 def _state(tmp_path: Path, **config: Any) -> Any:

@@ -115,7 +115,7 @@ def test_unknown_key_lists_the_accepted_ones(tmp_path: Path) -> None:
         assert f"PEEWEE_POOL_{key}" in str(info.value)
     # Every pool option has its setting, and nothing else sneaks in.
     assert {k.lower() for k in ACCEPTED_KEYS} >= set(PoolOptions.field_names())
-    assert len(ACCEPTED_KEYS) == len(PoolOptions.field_names()) + 7
+    assert len(ACCEPTED_KEYS) == len(PoolOptions.field_names()) + 9
 
 
 def test_defaults(tmp_path: Path) -> None:
