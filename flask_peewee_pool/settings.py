@@ -244,6 +244,8 @@ def take_pool_keys(kwargs: dict[str, Any]) -> dict[str, Any]:
         field = POOL_ALIASES.get(key, key)
         if field in POOL_FIELDS:
             pool[field] = kwargs.pop(key)
+    if str(pool.get("timeout", "")).strip() in ("0", "0.0"):
+        pool["timeout"] = None  # as in playhouse (and connect(url)): 0 waits forever
     return pool
 
 
