@@ -41,6 +41,7 @@ from playhouse.pool import MaxConnectionsExceeded
 from . import errors
 from .drivers import (
     Driver,
+    MySQLClientDriver,
     PostgresDriver,
     PyMySQLDriver,
     SqliteDriver,
@@ -311,13 +312,42 @@ class PooledDatabase:
 
 
 class PooledMySQLDatabase(PooledDatabase, peewee.MySQLDatabase):
-    """MySQL / MariaDB through PyMySQL; drop-in for ``playhouse.pool.PooledMySQLDatabase``."""
+    """MySQL / MariaDB; drop-in for ``playhouse.pool.PooledMySQLDatabase``.
+
+    ``driver="pymysql"`` (default, pure Python) or ``driver="mysqlclient"`` (the C driver,
+    ``MySQLdb``): same pool semantics either way.
+    """
 
     kind = "mysql"
+    _driver_name = "pymysql"
+
+    def init(self, database: str | None, **kwargs: Any) -> None:  # type: ignore[override]
+        if "driver" in kwargs:
+            self._driver_name = _mysql_driver(kwargs.pop("driver"))
+        super().init(database, **kwargs)
 
     def _make_driver(self) -> Driver:
-        return PyMySQLDriver(database=self.database, application_name=self.application_name,
-                             external_pooler=self._external_pooler, **self.connect_params)
+        driver_class = MySQLClientDriver if self._driver_name == "mysqlclient" else PyMySQLDriver
+        return driver_class(database=self.database, application_name=self.application_name,
+                            external_pooler=self._external_pooler, **self.connect_params)
+
+
+def _mysql_driver(value: Any) -> str:
+    name = str(value).strip().lower()
+    if name not in MYSQL_DRIVERS:
+        raise errors.ConfigError("driver", f"expected one of {', '.join(MYSQL_DRIVERS)}, "
+                                 f"got {value!r}")
+    if name == "mysqlclient":
+        try:
+            import MySQLdb  # noqa: F401
+        except ImportError:
+            raise errors.ConfigError("driver", "mysqlclient is not installed: pip install "
+                                     "'flask-peewee-pool[mysqlclient]'") from None
+    return name
+
+
+#: The MySQL client libraries ``PooledMySQLDatabase(driver=...)`` accepts.
+MYSQL_DRIVERS = ("pymysql", "mysqlclient")
 
 
 class _ParamsView:

@@ -291,6 +291,94 @@ class PyMySQLDriver:
         return _describe_params("mysql", self._params)
 
 
+class MySQLClientDriver:
+    """MySQL and MariaDB through mysqlclient (``MySQLdb``, the C driver).
+
+    mysqlclient exposes no transaction status, so the driver tracks it from the statements
+    that pass through ``Connection.query()``, which every cursor uses: ``BEGIN``, ``START
+    TRANSACTION`` and ``XA`` open one, ``COMMIT`` and ``ROLLBACK`` end it, and with
+    autocommit off every statement may have opened one. Unsure cases (``SET autocommit``)
+    count as open: the price of a wrong guess is one unneeded ``ROLLBACK`` at checkin, never
+    a dirty connection handed out. ``ping()`` never reconnects (mysqlclient >= 2.2 default).
+    mysqlclient sends no connection attributes, so there is no ``program_name`` label.
+    """
+
+    kind = "mysql"
+
+    def __init__(self, *, application_name: str | None = None,
+                 external_pooler: str | None = None, **connect_params: Any) -> None:
+        import MySQLdb.connections
+
+        params = dict(connect_params)
+        params.pop("program_name", None)  # PyMySQL-only
+        params.setdefault("autocommit", True)
+        self._params = params
+        self._connection_class = _transaction_tracking_class(MySQLdb.connections.Connection)
+        self.application_name = None  # no connection attributes in mysqlclient
+        self.external_pooler = normalize_external_pooler(external_pooler, kind=self.kind)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self._params
+
+    def connect(self) -> RawConnection:
+        return self._connection_class(**self._params)
+
+    def ping(self, raw: RawConnection) -> None:
+        raw.ping()
+
+    def is_usable(self, raw: RawConnection) -> bool:
+        return bool(raw.open)
+
+    def needs_rollback(self, raw: RawConnection) -> bool:
+        return bool(raw.fpp_in_transaction) or not raw.get_autocommit()
+
+    def rollback(self, raw: RawConnection) -> None:
+        raw.rollback()
+
+    def close(self, raw: RawConnection) -> None:
+        raw.close()
+
+    def discard(self, raw: RawConnection) -> None:
+        # The C object's finalizer would send COM_QUIT on the parent's session: keep it.
+        _INHERITED.append(raw)
+
+    def describe(self) -> str:
+        return _describe_params("mysql+mysqlclient", self._params)
+
+
+_TRANSACTION_OPENERS = (b"BEGIN", b"START", b"XA")
+_TRANSACTION_ENDERS = (b"COMMIT", b"ROLLBACK")
+
+
+def _transaction_tracking_class(base: type) -> type:
+    """A MySQLdb Connection subclass that knows whether a transaction may be open."""
+
+    class TrackedMySQLdbConnection(base):  # type: ignore[misc, valid-type]
+        fpp_in_transaction = False
+
+        def query(self, query: Any) -> Any:
+            head = bytes(query[:40]) if not isinstance(query, str) else query[:40].encode()
+            words = head.upper().split(None, 2)
+            verb = words[0] if words else b""
+            if verb.startswith(_TRANSACTION_OPENERS) or (
+                    verb == b"SET" and b"AUTOCOMMIT" in head.upper()):
+                self.fpp_in_transaction = True
+            elif verb.startswith(_TRANSACTION_ENDERS) and b" TO " not in head.upper():
+                self.fpp_in_transaction = False
+            return super().query(query)
+
+        def commit(self) -> None:
+            super().commit()
+            self.fpp_in_transaction = False
+
+        def rollback(self) -> None:
+            super().rollback()
+            self.fpp_in_transaction = False
+
+    return TrackedMySQLdbConnection
+
+
 def _shared_ssl_connection_class(base: type) -> type:
     """A PyMySQL Connection subclass whose "SSL preferred" context is built once."""
     shared: list[ssl.SSLContext] = []

@@ -25,11 +25,16 @@ SCHEMES: dict[str, type[PooledDatabase]] = {
     "mysql": PooledMySQLDatabase,
     "mariadb": PooledMySQLDatabase,
     "mysql+pymysql": PooledMySQLDatabase,
+    "mysql+mysqlclient": PooledMySQLDatabase,
+    "mariadb+mysqlclient": PooledMySQLDatabase,
     "postgresql": PooledPostgresqlDatabase,
     "postgres": PooledPostgresqlDatabase,
     "postgresql+psycopg": PooledPostgresqlDatabase,
     "sqlite": PooledSqliteDatabase,
 }
+
+#: Schemes that choose a driver as well as a database class.
+_SCHEME_DRIVERS = {"mysql+mysqlclient": "mysqlclient", "mariadb+mysqlclient": "mysqlclient"}
 
 _POOL_KEYS = set(PoolOptions.field_names()) | {"stale_timeout", "pool_name"}
 _SECRET_PARAMS = frozenset({"password", "passwd"})
@@ -70,6 +75,8 @@ def parse(url: str) -> tuple[type[PooledDatabase], str, dict[str, Any]]:
         raise ConfigError("DATABASE", f"unsupported scheme {parts.scheme!r} in "
                           f"{redact(url)!r}; accepted: {', '.join(sorted(SCHEMES))}")
     kwargs: dict[str, Any] = {}
+    if scheme in _SCHEME_DRIVERS:
+        kwargs["driver"] = _SCHEME_DRIVERS[scheme]
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         if key in _POOL_KEYS:
             kwargs[key] = value  # validated and converted by the database class
