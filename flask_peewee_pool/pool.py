@@ -331,10 +331,12 @@ class ConnectionPool:
             if not signalled:
                 with self._waiters_lock:
                     if not waiter.event.is_set():
+                        # Described before leaving the queue: "waiting" counts this thread.
+                        message = self._describe_pressure(
+                            f"no connection available within {deadline - start:g} s")
                         self._waiters.remove(waiter)
                         self.count("timeouts")
-                        raise PoolTimeout(self._describe_pressure(
-                            f"no connection available within {deadline - start:g} s"))
+                        raise PoolTimeout(message)
                 continue
             break
         if waiter.conn is not None:

@@ -89,7 +89,7 @@ def test_timeout_raises_after_the_deadline_naming_pool_size_in_use_waiters(new_p
     assert "'orders'" in message
     assert "size 1/1" in message
     assert "in use 1" in message
-    assert "waiting 1" in message
+    assert "waiting 2" in message  # the other waiter and the one timing out
     s = pool.stats()
     assert s.counters.timeouts == 1
     assert s.waiting == 1, "the timed-out waiter left the queue"
