@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import weakref
 from typing import Any
 from urllib.parse import urlsplit
@@ -379,6 +380,9 @@ class PooledPostgresqlDatabase(PooledDatabase, peewee.PostgresqlDatabase):
             from .urls import redact
 
             description = redact(str(self.database))
+        elif "=" in str(self.database):  # a conninfo string as the database name
+            params["database"] = _mask_conninfo(str(self.database))
+            description = _describe_params("postgresql", params)
         adapter = getattr(self, "_adapter", None)  # peewee >= 4: psycopg 3 or psycopg2
         return PostgresDriver(self._open_connection,
                               description=description,
@@ -416,7 +420,16 @@ def _pool_name(database: Any) -> str:
     name = str(database)
     if "://" in name:
         name = urlsplit(name).path.rstrip("/").rpartition("/")[2] or "pool"
+    elif "=" in name:  # a libpq key=value conninfo string: its dbname, else a mask
+        found = re.search(r"(?:^|\s)dbname\s*=\s*'?([^'\s]*)", name)
+        name = (found.group(1) if found else "") or _mask_conninfo(name)
     return name
+
+
+def _mask_conninfo(text: str) -> str:
+    """A libpq conninfo string with its password value replaced by ``***``."""
+    return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", text,
+                  flags=re.IGNORECASE)
 
 
 _live_databases: weakref.WeakSet[PooledDatabase] = weakref.WeakSet()

@@ -21,11 +21,13 @@ the settings that would still break a pooler (or, for ProxySQL, disable its mult
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import select
 import ssl
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from .errors import ConfigError
@@ -211,6 +213,51 @@ class Driver(Protocol):
     def describe(self) -> str:
         """Where this driver connects, for messages: never includes a password."""
 
+    # Optional: ``has_input(raw) -> bool``: True if the server sent something (data or EOF)
+    # to an idle connection: a KILL, a restart, wait_timeout, a proxy's reset. A
+    # zero-timeout poll of the socket, no round trip; the pool then pings before use.
+    # Optional: ``connect(timeout=None)`` and ``ping(raw, timeout=None)`` bounding their
+    # network waits, so that a checkout never outlives its own ``timeout``.
+
+
+def socket_has_input(sock: Any) -> bool:
+    """True if ``sock`` (a socket or a file descriptor) is readable right now.
+
+    An idle connection has nothing to read: data or EOF waiting there means the server
+    ended the session or the protocol is out of sync. A zero-timeout ``poll``: one system
+    call, no round trip. An error counts as "has input" (the ping then decides).
+    """
+    try:
+        if getattr(sock, "pending", None) is not None and sock.pending():  # TLS buffer
+            return True
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(sock, select.POLLIN | select.POLLPRI)
+            return bool(poller.poll(0))
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable)
+    except (OSError, ValueError, TypeError):
+        return True
+
+
+def _bound(configured: Any, limit: float | None) -> float:
+    """The smaller of a configured timeout (None/0: PyMySQL's default, 10 s) and ``limit``."""
+    value = float(configured) if configured else 10.0
+    return value if limit is None else max(0.001, min(value, limit))
+
+
+@contextlib.contextmanager
+def _io_timeout(raw: Any, seconds: float) -> Iterator[None]:
+    """Bound PyMySQL's reads and writes on ``raw`` to ``seconds`` for a while (PyMySQL
+    applies ``_read_timeout`` / ``_write_timeout`` lazily, at the next read or write)."""
+    saved = raw._read_timeout, raw._write_timeout
+    raw._read_timeout = seconds if saved[0] is None else min(saved[0], seconds)
+    raw._write_timeout = seconds if saved[1] is None else min(saved[1], seconds)
+    try:
+        yield
+    finally:
+        raw._read_timeout, raw._write_timeout = saved
+
 
 def _describe_params(kind: str, params: Mapping[str, Any]) -> str:
     host = params.get("host") or params.get("unix_socket") or "localhost"
@@ -241,7 +288,13 @@ class PyMySQLDriver:
         self._params = dict(connect_params)
         self._params.setdefault("autocommit", True)
         self._in_trans = SERVER_STATUS.SERVER_STATUS_IN_TRANS
+        self._autocommit_flag = SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT
+        self._autocommit = bool(self._params["autocommit"])
         self._connection_class = _shared_ssl_connection_class(pymysql.connections.Connection)
+        try:  # PyMySQL validates its arguments in __init__; defer_connect: no I/O
+            self._connection_class(**self._params, defer_connect=True)
+        except (TypeError, ValueError, OSError) as exc:  # messages name keys, not values
+            raise ConfigError("connect_args", f"PyMySQL rejects them: {exc}") from None
         #: Name part of the ``program_name`` label; None or "" sends none. An explicit
         #: ``program_name`` connect parameter is sent as given instead.
         self.application_name = application_name or None
@@ -257,13 +310,24 @@ class PyMySQLDriver:
             return {**self._params, "program_name": connection_label(self.application_name)}
         return self._params
 
-    def connect(self) -> RawConnection:
+    def connect(self, timeout: float | None = None) -> RawConnection:
         # PyMySQL's connect sends SET NAMES, then SET sql_mode / init_command if given, then
         # SET AUTOCOMMIT only if the server's default differs: nothing ProxySQL cannot track.
-        return self._connection_class(**self.connect_params())
+        params = self.connect_params()
+        if timeout is not None:  # what is left of a checkout's timeout
+            params = {**params,
+                      "connect_timeout": _bound(params.get("connect_timeout"), timeout)}
+        return self._connection_class(**params)
 
-    def ping(self, raw: RawConnection) -> None:
-        raw.ping(reconnect=False)
+    def ping(self, raw: RawConnection, timeout: float | None = None) -> None:
+        # A health check must not wait for ever: PyMySQL reads the reply with read_timeout
+        # (None by default). Bounded by connect_timeout, and by what is left of a checkout.
+        with _io_timeout(raw, _bound(self._params.get("connect_timeout"), timeout)):
+            raw.ping(reconnect=False)
+
+    def has_input(self, raw: RawConnection) -> bool:
+        sock = getattr(raw, "_sock", None)
+        return sock is None or socket_has_input(sock)
 
     def is_usable(self, raw: RawConnection) -> bool:
         if not raw.open:
@@ -274,10 +338,16 @@ class PyMySQLDriver:
 
     def needs_rollback(self, raw: RawConnection) -> bool:
         status = raw.server_status
-        return status is None or bool(status & self._in_trans)
+        if status is None or status & self._in_trans:
+            return True
+        # Autocommit switched off by the borrower (SET autocommit=0, conn.autocommit(False)):
+        # handed on like that, the next borrower's writes would be rolled back at checkin.
+        return self._autocommit and not status & self._autocommit_flag
 
     def rollback(self, raw: RawConnection) -> None:
         raw.rollback()
+        if self._autocommit and not raw.server_status & self._autocommit_flag:
+            raw.autocommit(True)
 
     def close(self, raw: RawConnection) -> None:
         raw.close()
@@ -313,6 +383,7 @@ class MySQLClientDriver:
         params.pop("program_name", None)  # PyMySQL-only
         params.setdefault("autocommit", True)
         self._params = params
+        self._autocommit = bool(params["autocommit"])
         self._connection_class = _transaction_tracking_class(MySQLdb.connections.Connection)
         self.application_name = None  # no connection attributes in mysqlclient
         self.external_pooler = normalize_external_pooler(external_pooler, kind=self.kind)
@@ -331,10 +402,13 @@ class MySQLClientDriver:
         return bool(raw.open)
 
     def needs_rollback(self, raw: RawConnection) -> bool:
-        return bool(raw.fpp_in_transaction) or not raw.get_autocommit()
+        return bool(raw.fpp_in_transaction) or (
+            self._autocommit and not raw.get_autocommit())
 
     def rollback(self, raw: RawConnection) -> None:
         raw.rollback()
+        if self._autocommit and not raw.get_autocommit():  # switched off by the borrower
+            raw.autocommit(True)
 
     def close(self, raw: RawConnection) -> None:
         raw.close()
@@ -385,6 +459,20 @@ def _shared_ssl_connection_class(base: type) -> type:
     build_once = threading.Lock()  # a one-time initialisation guard, not a pool lock
 
     class PooledPyMySQLConnection(base):  # type: ignore[misc, valid-type]
+        def connect(self, sock: Any = None) -> None:
+            # PyMySQL bounds only the TCP connect by connect_timeout and reads the server's
+            # greeting and the authentication with read_timeout (None: for ever): a server,
+            # proxy or load balancer that accepts and never answers would hold the caller for
+            # good. Bound the whole handshake by connect_timeout too.
+            configured = self._read_timeout
+            limit = self.connect_timeout
+            if limit and (configured is None or configured > limit):
+                self._read_timeout = limit
+            try:
+                super().connect(sock)
+            finally:
+                self._read_timeout = configured
+
         def _create_ssl_ctx(self, sslp: Any) -> Any:
             if sslp:  # explicit settings: honour them exactly
                 return super()._create_ssl_ctx(sslp)
@@ -455,6 +543,13 @@ class PostgresDriver:
             with raw.cursor() as cur:
                 cur.execute("SELECT 1")
 
+    def has_input(self, raw: RawConnection) -> bool:
+        try:
+            fd = raw.pgconn.socket if hasattr(raw, "pgconn") else raw.fileno()
+        except Exception:
+            return True
+        return socket_has_input(fd)
+
     def is_usable(self, raw: RawConnection) -> bool:
         if raw.closed or getattr(raw, "broken", False):
             return False
@@ -462,10 +557,15 @@ class PostgresDriver:
         return status in (0, 2, 3)  # IDLE, INTRANS, INERROR; not ACTIVE (1) or UNKNOWN (4)
 
     def needs_rollback(self, raw: RawConnection) -> bool:
-        return _pg_status(raw) != 0
+        # Autocommit switched off by the borrower counts too: handed on like that, the next
+        # borrower's writes would be rolled back at its checkin.
+        return _pg_status(raw) != 0 or not raw.autocommit
 
     def rollback(self, raw: RawConnection) -> None:
-        if hasattr(raw, "pgconn"):
+        if not raw.autocommit:
+            raw.rollback()
+            raw.autocommit = True
+        elif hasattr(raw, "pgconn"):
             raw.rollback()
         else:  # psycopg2 in autocommit ignores rollback(); send the statement itself
             with raw.cursor() as cur:

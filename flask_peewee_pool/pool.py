@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import inspect
 import itertools
 import logging
 import os
@@ -124,6 +125,13 @@ class _Waiter:
         self.slot: _Segment | None = None
 
 
+def _takes_timeout(method: Any) -> bool:
+    try:
+        return "timeout" in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _split(total: int, parts: int) -> list[int]:
     base, extra = divmod(total, parts)
     return [base + (1 if i < extra else 0) for i in range(parts)]
@@ -152,6 +160,12 @@ class ConnectionPool:
             options = options.replace(**overrides)
         self.options = options
         self.driver = driver
+        #: Optional driver capabilities (see drivers.Driver): a zero-cost "did the server
+        #: send anything to this idle connection" check, and timeouts on connect and ping.
+        self._has_input: Callable[[RawConnection], bool] | None = getattr(
+            driver, "has_input", None)
+        self._connect_takes_timeout = _takes_timeout(driver.connect)
+        self._ping_takes_timeout = _takes_timeout(driver.ping)
         self.clock = clock
         self.rng = rng
         self._start_maintainer = start_maintainer
@@ -227,14 +241,16 @@ class ConnectionPool:
         if conn is not None:
             ping_after = self.options.ping_after
             if conn.expires_at > start and (  # fresh: no round trip needed (see _fresh)
-                    ping_after is None or start - conn.last_used_at < ping_after):
+                    ping_after is None or start - conn.last_used_at < ping_after) and not (
+                    self._has_input is not None and self._has_input(conn.raw)):
                 return self._claim(conn)
-        if conn is not None and not self._validate(conn):
+        if conn is not None and not self._validate(conn, deadline):
             conn = None
         while conn is None:
             conn, opened = self._acquire_slow(home, start, deadline)
             # A connection opened for this very checkout needs no ping.
-            if not opened and not self._fresh(conn, self.clock()) and not self._validate(conn):
+            if (not opened and not self._fresh(conn, self.clock())
+                    and not self._validate(conn, deadline)):
                 conn = None
         return self._claim(conn)
 
@@ -247,13 +263,18 @@ class ConnectionPool:
         return conn
 
     def _fresh(self, conn: PooledConnection, now: float) -> bool:
-        """True if the connection can be handed out without a round trip."""
+        """True if the connection can be handed out without a round trip: used less than
+        ``ping_after`` ago, and nothing arrived on its socket meanwhile (a server that ended
+        the session sent EOF or an error: seen by a zero-timeout poll, no round trip)."""
         ping_after = self.options.ping_after
         return conn.expires_at > now and (
             ping_after is None or now - conn.last_used_at < ping_after
-        )
+        ) and not (self._has_input is not None and self._has_input(conn.raw))
 
-    def _validate(self, conn: PooledConnection) -> bool:
+    def _remaining(self, deadline: float | None) -> float | None:
+        return None if deadline is None else deadline - self.clock()
+
+    def _validate(self, conn: PooledConnection, deadline: float | None = None) -> bool:
         """Check an idle connection before use (no lock held). False: it was retired."""
         now = self.clock()
         if conn.expires_at <= now:
@@ -263,8 +284,11 @@ class ConnectionPool:
         try:
             if not self.driver.is_usable(conn.raw):
                 raise ConnectionError("connection is closed")
+            remaining = self._remaining(deadline)
             if self.options.check is not None:
                 self.options.check(conn.raw)
+            elif remaining is not None and self._ping_takes_timeout:
+                self.driver.ping(conn.raw, timeout=max(0.05, remaining))
             else:
                 self.driver.ping(conn.raw)
         except Exception as exc:
@@ -306,7 +330,7 @@ class ConnectionPool:
                 finally:
                     seg.lock.release()
                 if reserved:
-                    return self._open_for_checkout(seg, start), True
+                    return self._open_for_checkout(seg, start, deadline), True
         return self._wait(start, deadline)
 
     def _wait(self, start: float, deadline: float | None) -> tuple[PooledConnection, bool]:
@@ -346,7 +370,7 @@ class ConnectionPool:
                 self._record_wait(conn.segment, now - start)
             return conn, False
         if waiter.slot is not None:
-            return self._open_for_checkout(waiter.slot, start), True
+            return self._open_for_checkout(waiter.slot, start, deadline), True
         raise PoolClosed(f"pool {self.name!r} was closed while waiting")
 
     def _dispatch(self) -> None:
@@ -409,21 +433,30 @@ class ConnectionPool:
     def _capture_site(self) -> Any:
         return traceback.extract_stack(limit=40)
 
-    def _open_for_checkout(self, seg: _Segment, start: float) -> PooledConnection:
-        conn = self.open_in_slot(seg)  # raises ConnectError with the slot released
+    def _open_for_checkout(self, seg: _Segment, start: float,
+                           deadline: float | None = None) -> PooledConnection:
+        # Raises ConnectError with the slot released. Bounded by what is left of the
+        # checkout's timeout (nothing left, as with timeout=0: by the driver's own bound).
+        remaining = self._remaining(deadline)
+        conn = self.open_in_slot(
+            seg, timeout=remaining if remaining is not None and remaining > 0 else None)
         now = self.clock()
         with seg.lock:
             self._hand_out(seg, conn, start, now - start)
         return conn
 
-    def open_in_slot(self, seg: _Segment) -> PooledConnection:
+    def open_in_slot(self, seg: _Segment, timeout: float | None = None) -> PooledConnection:
         """Connect into a slot already reserved in ``seg`` (no lock held).
 
         On failure the slot is released (and waiters told) before the error propagates.
+        ``timeout`` bounds the connect if the driver supports it (a checkout's remainder).
         """
         t0 = self.clock()
         try:
-            raw = self.driver.connect()
+            if timeout is not None and self._connect_takes_timeout:
+                raw = self.driver.connect(timeout=timeout)
+            else:
+                raw = self.driver.connect()
         except Exception as exc:
             self.unreserve(seg, failed=True)
             raise ConnectError(

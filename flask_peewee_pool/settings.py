@@ -276,6 +276,9 @@ def parse_connect_args(value: Any, label: Label) -> dict[str, Any]:
         field = POOL_ALIASES.get(name, name)
         if field in POOL_FIELDS:
             raise ConfigError(key, f"{name!r} is a pool setting: use {label(field.upper())}")
+        if name in ("database", "pool_options"):
+            raise ConfigError(key, f"{name!r} is not a connect argument: the database comes "
+                              f"from {label('DATABASE')}")
     return args
 
 

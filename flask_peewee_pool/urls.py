@@ -38,6 +38,8 @@ _SCHEME_DRIVERS = {"mysql+mysqlclient": "mysqlclient", "mariadb+mysqlclient": "m
 
 _POOL_KEYS = set(PoolOptions.field_names()) | {"stale_timeout", "pool_name"}
 _SECRET_PARAMS = frozenset({"password", "passwd"})
+#: Arguments of the database classes themselves, not the driver's.
+_RESERVED_KEYS = frozenset({"database", "pool_options"})
 
 
 def redact(url: str) -> str:
@@ -68,7 +70,10 @@ def parse(url: str) -> tuple[type[PooledDatabase], str, dict[str, Any]]:
     if not isinstance(url, str) or "://" not in url:
         raise ConfigError("DATABASE", "expected a database URL such as "
                           "mysql://user:password@host/db or sqlite:///path.db")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # "Invalid IPv6 URL", a netloc NFKC normalization rejects, ...
+        raise ConfigError("DATABASE", f"malformed URL {redact(url)!r}") from None
     scheme = parts.scheme.lower().removesuffix("+pool")
     cls = SCHEMES.get(scheme)
     if cls is None:
@@ -78,6 +83,9 @@ def parse(url: str) -> tuple[type[PooledDatabase], str, dict[str, Any]]:
     if scheme in _SCHEME_DRIVERS:
         kwargs["driver"] = _SCHEME_DRIVERS[scheme]
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key in _RESERVED_KEYS:
+            raise ConfigError("DATABASE", f"query parameter {key!r} in {redact(url)!r}: "
+                              "the database name is the URL's path")
         if key in _POOL_KEYS:
             kwargs[key] = value  # validated and converted by the database class
         else:
@@ -88,6 +96,10 @@ def parse(url: str) -> tuple[type[PooledDatabase], str, dict[str, Any]]:
             path = unquote(parts.netloc) + ("/" + path if path else "")
         return cls, path or ":memory:", kwargs
     database = unquote(parts.path.lstrip("/"))
+    if "@" in parts.path:  # mysql:///user:password@host/db, or a raw "/" in the user name
+        raise ConfigError("DATABASE", f"'@' in the database name of {redact(url)!r}: "
+                          "credentials go before the host (mysql://user:password@host/db), "
+                          "with '/', '@' and ':' in them percent-encoded")
     if not database:
         raise ConfigError("DATABASE", f"no database name in {redact(url)!r}")
     try:

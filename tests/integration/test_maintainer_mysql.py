@@ -19,9 +19,9 @@ def _record_connect_threads(db: Any) -> collections.Counter[str]:
     driver = db.pool.driver
     real_connect = driver.connect
 
-    def connect() -> Any:
+    def connect(**kwargs: Any) -> Any:
         by_thread[threading.current_thread().name] += 1
-        return real_connect()
+        return real_connect(**kwargs)
 
     driver.connect = connect
     return by_thread

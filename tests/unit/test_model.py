@@ -6,6 +6,13 @@ between two steps, nothing is in flight: no connection is opening and nobody wai
 makes the strongest form of invariant 3 checkable: the pool's size equals the number of fake
 connections the "server" sees open. Invariant 4 (no driver call under a lock) is enforced by
 the fake driver on every call.
+
+Invariant 5 (no request waits on a connect or close that expiry caused) is checked in two
+parts: a checkout or checkin never closes a connection itself (closing is the maintainer's
+job; only after ``close()`` does a checkin close what it returns), and once the maintainer
+has *settled* (ticked often enough since the clock last moved, with the database up and no
+backoff pending) no idle connection is within the maintainer's expiry horizon, so no
+checkout can meet an expired connection and have to connect because of it.
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ class PoolMachine(RuleBasedStateMachine):
         self.returned: list[PooledConnection] = []
         self.closed = False
         self.max_connections = 0
+        #: Maintainer ticks since the clock last moved (invariant 5's "settled").
+        self.ticks_since_advance = 0
 
     @initialize(
         max_connections=st.integers(1, 4),
@@ -71,6 +80,7 @@ class PoolMachine(RuleBasedStateMachine):
     def checkout(self):
         pool = self.pool
         armed = self.driver.fail_connect or self.driver.fail_next_connects > 0
+        closes = self.driver.calls["close"]
         try:
             conn = take(pool, timeout=0)
         except PoolTimeout:
@@ -82,6 +92,9 @@ class PoolMachine(RuleBasedStateMachine):
             assert conn.state == IN_USE and conn.raw.open
             assert conn.expires_at > self.clock.now, "handed out an expired connection"
             self.held.append(conn)
+        finally:
+            # 5. A request never closes a connection (the maintainer does).
+            assert self.driver.calls["close"] == closes, "a checkout closed a connection"
 
     @precondition(lambda self: self.pool is not None and self.closed)
     @rule()
@@ -99,7 +112,10 @@ class PoolMachine(RuleBasedStateMachine):
             raw.rollback_fails = kind == "dirty_rollback_fails"
         elif kind == "broken":
             raw.broken = True
+        closes = self.driver.calls["close"]
         give(self.pool, conn, broken=kind == "broken_arg")
+        if not self.closed:  # 5. after close(), a checkin closes what it returns: shutdown
+            assert self.driver.calls["close"] == closes, "a checkin closed a connection"
         if conn.state == IDLE:
             assert not raw.in_transaction and raw.open and not raw.broken
         if self.closed:
@@ -147,11 +163,13 @@ class PoolMachine(RuleBasedStateMachine):
     @rule(seconds=st.sampled_from([0.01, 0.5, 1.0, 2.0, 3.5, 6.0, 11.0, 25.0, 60.0]))
     def advance(self, seconds):
         self.clock.advance(seconds)
+        self.ticks_since_advance = 0
 
     @precondition(lambda self: self.pool is not None)
     @rule()
     def tick(self):
         self.pool.maintainer.tick(self.clock.now)
+        self.ticks_since_advance += 1
 
     @precondition(lambda self: self.pool is not None)
     @rule()
@@ -193,6 +211,23 @@ class PoolMachine(RuleBasedStateMachine):
         assert s.size == s.idle + s.in_use + s.opening + s.closing
         assert s.size == len(open_raws), (s, open_raws)
         assert all(v >= 0 for v in vars(s.counters).values())
+        # 5. Settled maintainer: nothing idle is about to expire, so no request pays for it.
+        if self._settled():
+            from flask_peewee_pool.maintainer import TICK
+
+            lifetime = pool.options.max_lifetime
+            horizon = min(1.0, lifetime * 0.1) + TICK
+            due = [c for seg in pool._segments for c in seg.idle
+                   if c.expires_at - horizon <= self.clock.now]
+            assert due == [], f"settled maintainer left expiring idle connections: {due}"
+
+    def _settled(self) -> bool:
+        pool, driver = self.pool, self.driver
+        return (pool.options.max_lifetime is not None and not self.closed
+                and self.ticks_since_advance > self.max_connections
+                and not driver.fail_connect and driver.fail_next_connects == 0
+                and not pool.maintainer.database_down
+                and pool.maintainer._next_connect_at <= self.clock.now)
 
     def teardown(self):
         pool = self.pool
