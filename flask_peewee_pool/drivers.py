@@ -398,6 +398,13 @@ class MySQLClientDriver:
     def ping(self, raw: RawConnection) -> None:
         raw.ping()
 
+    def has_input(self, raw: RawConnection) -> bool:
+        try:
+            fd = raw.fileno()
+        except Exception:
+            return True
+        return socket_has_input(fd)
+
     def is_usable(self, raw: RawConnection) -> bool:
         return bool(raw.open)
 

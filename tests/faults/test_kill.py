@@ -86,7 +86,9 @@ def test_kill_in_a_lull_default_settings_requests_after_the_kill_see_no_error(
     after = report.started_between(t["gone"])
     figures(defaults=True, killed=len(killed),
             errors_started_after_kill=report.error_types(after),
-            requests_after_kill=len(after), **summary(report))
+            requests_after_kill=len(after),
+            ping_failures=db.pool.stats().counters.ping_failures,
+            server_max_live=monitor.max_live, **summary(report))
     settle(db, admin)
     assert monitor.max_live <= MAX
     assert after and all(r.outcome == "ok" for r in after), report.error_types(after)

@@ -104,3 +104,19 @@ def test_url_scheme_and_bad_driver(mysql_pool_user: Any) -> None:
         db.close_pool()
     with pytest.raises(ConfigError, match="driver"):
         connect(mysql_pool_user.url + "?driver=oracle")
+
+
+def test_autocommit_switched_off_is_restored_and_kill_seen_without_ping(
+    make_mysql_db: Any, mysql_pool_user: Any
+) -> None:
+    db = _db(make_mysql_db, max_connections=1)  # default ping_after: no ping on reuse
+    with db.connection_context():
+        db.connection().autocommit(False)
+        db.execute_sql("SELECT 1")
+    with db.connection_context():
+        assert db.connection().get_autocommit()  # restored at checkin
+        first = db.execute_sql("SELECT CONNECTION_ID()").fetchone()[0]
+    mysql_pool_user.kill_all()
+    mysql_pool_user.wait_until(0, timeout=10)
+    with db.connection_context():  # the socket poll sees the server's EOF
+        assert db.execute_sql("SELECT CONNECTION_ID()").fetchone()[0] != first
