@@ -49,6 +49,7 @@ class Maintainer:
         self._thread: threading.Thread | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._jobs_done = threading.Condition(self._lock)
         self._inflight = 0
         self._failures = 0
         self._next_connect_at = 0.0
@@ -68,19 +69,31 @@ class Maintainer:
 
     def start(self) -> None:
         name = f"fpp-maintainer-{self.pool.name}"
+        self._job_thread_prefix = name
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.pool.options.maintenance_concurrency, thread_name_prefix=name)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread, then wait (at most ``timeout`` in all) for running jobs.
+
+        A job still connecting when the pool closes finds it closed and closes what it
+        opened; waiting for it means ``close()`` returns with nothing left open, unless a
+        connect outlasts ``timeout``.
+        """
+        deadline = self.pool.clock() + timeout
         self._stopping.set()
         self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
         if self._executor is not None:
-            # Jobs still connecting finish on their own and find the pool closed.
             self._executor.shutdown(wait=False, cancel_futures=True)
+            if threading.current_thread().name.startswith(self._job_thread_prefix):
+                return  # called from one of our own jobs: it cannot wait for itself
+            with self._jobs_done:
+                self._jobs_done.wait_for(lambda: self._inflight == 0,
+                                         max(0.0, deadline - self.pool.clock()))
 
     def wake(self) -> None:
         self._wake.set()
@@ -110,6 +123,8 @@ class Maintainer:
             finally:
                 with self._lock:
                     self._inflight -= 1
+                    if not self._inflight:
+                        self._jobs_done.notify_all()
 
         try:
             self._executor.submit(run)
