@@ -293,7 +293,7 @@ class PyMySQLDriver:
         self._connection_class = _shared_ssl_connection_class(pymysql.connections.Connection)
         try:  # PyMySQL validates its arguments in __init__; defer_connect: no I/O
             self._connection_class(**self._params, defer_connect=True)
-        except (TypeError, ValueError, OSError) as exc:  # messages name keys, not values
+        except (TypeError, ValueError, LookupError, AttributeError, OSError) as exc:
             raise ConfigError("connect_args", f"PyMySQL rejects them: {exc}") from None
         #: Name part of the ``program_name`` label; None or "" sends none. An explicit
         #: ``program_name`` connect parameter is sent as given instead.

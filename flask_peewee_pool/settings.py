@@ -17,7 +17,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import parse_qsl, quote
 
 from . import urls
 from .database import (
@@ -371,7 +371,7 @@ def scrub(message: str, url: str) -> str:
     """``message`` with every password that ``url`` holds masked."""
     match = _USERINFO_PASSWORD.match(url)
     secrets = [match.group(2)] if match else []
-    secrets += [v for k, v in parse_qsl(urlsplit(url).query) if k in SECRET_KEYS]
+    secrets += [v for k, v in parse_qsl(url.partition("?")[2]) if k in SECRET_KEYS]
     for secret in secrets:
         if secret:
             message = message.replace(secret, "***")
