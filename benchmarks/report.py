@@ -1,17 +1,49 @@
-"""Medians, ratios, plain-text tables and the JSON results file.
+"""Medians, ratios, tables (plain text and Markdown) and the JSON results file.
 
 Why medians: each pool runs ``repeats`` times in rotated order; the median of a few
-runs resists one run disturbed by the other tenants of a 2-core machine.
+runs resists one run disturbed by the other tenants of a 2-core machine.  Scenarios
+summarise into :class:`Block` objects (title, table, notes) so the same figures print on
+the terminal and go into ``--markdown`` for docs/benchmarks.md, never retyped.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import statistics
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+
+@dataclass
+class Block:
+    """One table of a scenario's summary."""
+
+    title: str
+    headers: Sequence[str]
+    rows: Sequence[Sequence[Any]]
+    notes: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        return "\n".join([self.title, table(self.headers, self.rows), *self.notes])
+
+    def markdown(self) -> str:
+        head = "| " + " | ".join(self.headers) + " |"
+        rule = "|" + "|".join("---" if i == 0 else "---:" for i in range(len(self.headers))) + "|"
+        body = ["| " + " | ".join(fmt(c) for c in row) + " |" for row in self.rows]
+        notes = [f"- {n}" for n in self.notes]
+        return "\n".join([f"**{self.title}**", "", head, rule, *body, "", *notes]).rstrip()
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of already sorted values (NaN if empty)."""
+    if not sorted_values:
+        return math.nan
+    k = max(0, min(len(sorted_values) - 1, math.ceil(q / 100 * len(sorted_values)) - 1))
+    return sorted_values[k]
 
 
 def median(values: Iterable[float | None]) -> float:
@@ -67,7 +99,7 @@ def problems(records: Iterable[dict[str, Any]]) -> list[str]:
         elif "error" in r:
             lines.append(f"{where} repeat {r.get('repeat')}: FAILED {r['error']}")
         else:
-            if r.get("errors"):
+            if r.get("errors") and not r.get("errors_expected"):
                 lines.append(f"{where}: {r['errors']} unit errors, first {r.get('first_error')}")
             if r.get("hung_threads"):
                 lines.append(f"{where}: {r['hung_threads']} threads still running at the bound")
@@ -77,7 +109,36 @@ def problems(records: Iterable[dict[str, Any]]) -> list[str]:
 
 
 def write_json(out_dir: Path, name: str, payload: dict[str, Any]) -> Path:
+    """Write the results.  Record keys starting with "_" (raw timelines, megabytes) go to
+    a gzipped sidecar ``<name>.timelines.json.gz`` so :func:`load` can re-plot a run."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / name
+    payload = dict(payload)
+    records = payload.get("records", [])
+    payload["records"] = [{k: v for k, v in r.items() if not k.startswith("_")} for r in records]
     path.write_text(json.dumps(payload, indent=1, default=str, allow_nan=True) + "\n")
+    raw = {
+        str(i): {k: v for k, v in r.items() if k.startswith("_")}
+        for i, r in enumerate(records)
+        if any(k.startswith("_") for k in r)
+    }
+    if raw:
+        with gzip.open(_sidecar(path), "wt") as f:
+            json.dump(raw, f)
     return path
+
+
+def load(path: Path) -> dict[str, Any]:
+    """A results file written by :func:`write_json`, timelines merged back in."""
+    payload: dict[str, Any] = json.loads(path.read_text())
+    side = _sidecar(path)
+    if side.exists():
+        with gzip.open(side, "rt") as f:
+            raw = json.load(f)
+        for i, extra in raw.items():
+            payload["records"][int(i)].update(extra)
+    return payload
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name.removesuffix(".json") + ".timelines.json.gz")

@@ -9,19 +9,30 @@ the pools' checkout timeout and the driver's read/connect timeouts.
 
 from __future__ import annotations
 
+import array
 import contextlib
+import gc
 import math
 import os
+import resource
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from .pools import PoolAdapter
 from .proxyctl import ProxyHandle, cpu_seconds
 
 BARRIER_TIMEOUT = 60.0  # includes opening dedicated connections before the window
 JOIN_SLACK = 60.0  # how long past the deadline a unit may still run before a thread is "hung"
+
+
+class Worker(Protocol):
+    """What the runner needs from a pool adapter (real or fake)."""
+
+    def unit(self) -> None: ...
+    def thread_start(self, warm: bool) -> None: ...
+    def thread_end(self) -> None: ...
 
 
 @dataclass
@@ -31,7 +42,15 @@ class ThreadResult:
     first_error: str | None = None
     started: float = 0.0  # perf_counter when it left the barrier
     finished: float = 0.0  # perf_counter when its last unit ended
-    latencies: list[float] = field(default_factory=list)
+    # Plain float arrays, not lists of tuples: nothing for the garbage collector to walk
+    # while the window runs (a full collection over 100k tuples stalls every thread).
+    latencies: array.array[float] = field(default_factory=lambda: array.array("d"))
+    # With ``record=True``: every unit's start (perf_counter) and duration; error types by
+    # index of the unit.
+    starts: array.array[float] = field(default_factory=lambda: array.array("d"))
+    durations: array.array[float] = field(default_factory=lambda: array.array("d"))
+    error_types: dict[int, str] = field(default_factory=dict)
+    busy_since: float | None = None  # start of the unit still running at the bound
 
 
 @dataclass
@@ -41,6 +60,7 @@ class Run:
     threads: list[ThreadResult]
     hung: int
     counters: dict[str, float | None]  # Meters deltas over the window
+    released: float = math.nan  # perf_counter when the barrier let the workers go
 
     @property
     def units(self) -> int:
@@ -65,6 +85,18 @@ class Run:
     def elapsed(self) -> float:
         """First start to last finish."""
         return max((t.finished for t in self._ran()), default=math.nan) - self.start
+
+    def events(self) -> list[tuple[float, float, str | None, int]]:
+        """Recorded units of every thread: (start s from the common start, seconds, error
+        type or None, thread index), in start order."""
+        start = self.start
+        out = [
+            (t0 - start, dt, t.error_types.get(k), i)
+            for i, t in enumerate(self.threads)
+            for k, (t0, dt) in enumerate(zip(t.starts, t.durations, strict=True))
+        ]
+        out.sort()
+        return out
 
     def done_times(self) -> list[float]:
         """Per thread, seconds from the common start until its last unit ended."""
@@ -101,6 +133,21 @@ def server_pid() -> int | None:
     return None
 
 
+def machine_busy_seconds() -> float | None:
+    """CPU seconds all cores spent not idle since boot (/proc/stat), None if unknown.
+
+    Over a window, this minus client, proxy and server is what *other* programs took
+    from the benchmark (on a shared 2-core machine, test suites running beside it).
+    """
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 class Meters:
     """Counters sampled at the start and end of a timed window.
 
@@ -120,7 +167,13 @@ class Meters:
         client = cpu_seconds(os.getpid())
         if client is not None and proxy_cpu is not None and proxy is not None:
             client -= proxy_cpu if proxy.mode == "thread" else 0.0
+        ru = resource.getrusage(resource.RUSAGE_SELF)  # every thread, finished ones too
         return {
+            "client_user_s": ru.ru_utime,
+            "client_sys_s": ru.ru_stime,
+            "client_vol_switches": float(ru.ru_nvcsw),
+            "client_invol_switches": float(ru.ru_nivcsw),
+            "cpu_machine_s": machine_busy_seconds(),
             "cpu_client_s": client,
             "cpu_proxy_s": proxy_cpu,
             "cpu_server_s": cpu_seconds(self.server) if self.server is not None else None,
@@ -137,15 +190,22 @@ class Meters:
 
 
 def run_workers(
-    adapter: PoolAdapter,
+    adapter: Worker,
     n_threads: int,
     *,
     warm: bool,
     duration: float | None = None,
     units_per_thread: int | None = None,
     meters: Meters | None = None,
+    record: bool = False,
+    during: Callable[[float], None] | None = None,
 ) -> Run:
-    """Start ``n_threads`` together; each works until ``duration`` or ``units_per_thread``."""
+    """Start ``n_threads`` together; each works until ``duration`` or ``units_per_thread``.
+
+    ``record`` keeps every unit's start, duration and error type (for timelines);
+    ``during(t0)`` runs in the calling thread once the workers are released (t0: the
+    perf_counter of the release), e.g. to break the network on a schedule.
+    """
     if duration is None and units_per_thread is None:
         raise ValueError("give a duration, a unit count, or both")
     barrier = threading.Barrier(n_threads + 1)
@@ -165,6 +225,8 @@ def run_workers(
         try:
             while True:
                 t0 = time.perf_counter()
+                if record:
+                    res.busy_since = t0
                 try:
                     adapter.unit()
                 except Exception as exc:
@@ -172,10 +234,18 @@ def run_workers(
                     if res.first_error is None:
                         res.first_error = repr(exc)
                     t1 = time.perf_counter()
+                    if record:
+                        res.error_types[len(res.starts)] = type(exc).__name__
+                        res.starts.append(t0)
+                        res.durations.append(t1 - t0)
                 else:
                     t1 = time.perf_counter()
                     res.units += 1
                     res.latencies.append(t1 - t0)
+                    if record:
+                        res.starts.append(t0)
+                        res.durations.append(t1 - t0)
+                res.busy_since = None
                 res.finished = t1
                 if units_per_thread is not None and res.units + res.errors >= units_per_thread:
                     break
@@ -187,6 +257,25 @@ def run_workers(
             except Exception as exc:
                 res.first_error = res.first_error or f"thread end: {exc!r}"
 
+    # What exists before the window (results of earlier runs, modules) is frozen out of
+    # the collector's reach, so a full collection during the window stays short; every
+    # pool gets the same treatment.
+    gc.collect()
+    gc.freeze()
+    try:
+        return _run_threads(worker, results, barrier, duration, meters, during)
+    finally:
+        gc.unfreeze()
+
+
+def _run_threads(
+    worker: Callable[[ThreadResult], None],
+    results: list[ThreadResult],
+    barrier: threading.Barrier,
+    duration: float | None,
+    meters: Meters | None,
+    during: Callable[[float], None] | None,
+) -> Run:
     threads = [
         threading.Thread(target=worker, args=(r,), name=f"bench-{i}", daemon=True)
         for i, r in enumerate(results)
@@ -195,13 +284,16 @@ def run_workers(
         t.start()
     with contextlib.suppress(threading.BrokenBarrierError):  # a worker failed: it says why
         barrier.wait(BARRIER_TIMEOUT)
+    released = time.perf_counter()
     before = meters.sample() if meters else {}
+    if during is not None:
+        during(released)
     limit = time.monotonic() + (duration or 0) + JOIN_SLACK
     for t in threads:
         t.join(max(0.0, limit - time.monotonic()))
     after = meters.sample() if meters else {}
     hung = sum(t.is_alive() for t in threads)
-    return Run(threads=results, hung=hung, counters=Meters.delta(before, after))
+    return Run(threads=results, hung=hung, counters=Meters.delta(before, after), released=released)
 
 
 def summary(run: Run) -> dict[str, Any]:
