@@ -216,6 +216,36 @@ class OursAdapter(_PeeweeStyle):
         self.db.close_pool()
 
 
+class OursMySQLClientAdapter(OursAdapter):
+    """Ours over mysqlclient (MySQLdb, the C driver): ``driver="mysqlclient"``."""
+
+    name = "ours-mysqlclient"
+
+    def __init__(self, target: Target, config: PoolConfig) -> None:
+        PoolAdapter.__init__(self, target, config)
+        kwargs = target.driver_kwargs()
+        if kwargs.pop("ssl_disabled", False):
+            kwargs["ssl_mode"] = "DISABLED"
+        self.db = self.database_class()(
+            target.database,
+            driver="mysqlclient",
+            max_connections=config.size,
+            timeout=config.checkout_timeout,
+            stale_timeout=config.lifetime,
+            **kwargs,
+        )
+        driver = self.db.pool.driver
+        driver.connect = self.connects.wrap(driver.connect)
+
+    @staticmethod
+    def database_class() -> type[Any]:
+        import MySQLdb  # noqa: F401  (skipped when mysqlclient is not installed)
+
+        from flask_peewee_pool import PooledMySQLDatabase
+
+        return PooledMySQLDatabase
+
+
 class PeeweeAdapter(_PeeweeStyle):
     """playhouse.pool.PooledMySQLDatabase, with a log around the raw ``_connect``.
 
@@ -439,6 +469,7 @@ POOLS: dict[str, type[PoolAdapter]] = {
     cls.name: cls
     for cls in (
         OursAdapter,
+        OursMySQLClientAdapter,
         PeeweeAdapter,
         SQLAlchemyAdapter,
         DBUtilsAdapter,
