@@ -42,7 +42,7 @@ import socket
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import click
@@ -736,23 +736,16 @@ def local_socket_owners(wanted: set[tuple[str, int]], remote_ports: set[int],
     inodes: dict[str, tuple[str, int]] = {}
     if not wanted:
         return {}
-    for table in ("net/tcp", "net/tcp6"):
-        try:
-            with open(os.path.join(proc, table)) as handle:
-                lines = handle.read().splitlines()[1:]
-        except OSError:
+    for fields in _proc_tcp_rows(proc):
+        if len(fields) < 10 or fields[3] != "01":  # 01: ESTABLISHED
             continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) < 10 or fields[3] != "01":  # 01: ESTABLISHED
-                continue
-            local, remote = fields[1].rpartition(":"), fields[2].rpartition(":")
-            if remote_ports and int(remote[2], 16) not in remote_ports:
-                continue
-            with contextlib.suppress(ValueError):
-                key = (_proc_address(local[0]), int(local[2], 16))
-                if key in wanted:
-                    inodes[f"socket:[{fields[9]}]"] = key
+        local, remote = fields[1].rpartition(":"), fields[2].rpartition(":")
+        if remote_ports and int(remote[2], 16) not in remote_ports:
+            continue
+        with contextlib.suppress(ValueError):
+            key = (_proc_address(local[0]), int(local[2], 16))
+            if key in wanted:
+                inodes[f"socket:[{fields[9]}]"] = key
     found: dict[tuple[str, int], int] = {}
     if not inodes:
         return found
@@ -778,9 +771,8 @@ def local_socket_owners(wanted: set[tuple[str, int]], remote_ports: set[int],
     return found
 
 
-def _local_addresses(proc: str = "/proc") -> set[str]:
-    """Addresses this host's TCP sockets are bound to, plus loopback."""
-    found = {"127.0.0.1", "::1"}
+def _proc_tcp_rows(proc: str) -> Iterator[list[str]]:
+    """The rows of /proc/net/tcp and tcp6, split into fields (none where unreadable)."""
     for table in ("net/tcp", "net/tcp6"):
         try:
             with open(os.path.join(proc, table)) as handle:
@@ -788,10 +780,16 @@ def _local_addresses(proc: str = "/proc") -> set[str]:
         except OSError:
             continue
         for line in lines:
-            fields = line.split()
-            if len(fields) > 1:
-                with contextlib.suppress(ValueError):
-                    found.add(_proc_address(fields[1].rpartition(":")[0]))
+            yield line.split()
+
+
+def _local_addresses(proc: str = "/proc") -> set[str]:
+    """Addresses this host's TCP sockets are bound to, plus loopback."""
+    found = {"127.0.0.1", "::1"}
+    for fields in _proc_tcp_rows(proc):
+        if len(fields) > 1:
+            with contextlib.suppress(ValueError):
+                found.add(_proc_address(fields[1].rpartition(":")[0]))
     found.discard("0.0.0.0")
     found.discard("::")
     return found
