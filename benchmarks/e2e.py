@@ -350,7 +350,10 @@ def measure(ctx: Any, pool: str, case: Any) -> dict[str, Any]:
         known = sum(cores[k] or 0.0 for k in ("server", "loadgen", "proxy", "db"))
         cores["other"] = max(0.0, cores["machine"] - known)
     result["cores"] = cores
-    result["leftover_connections"] = 0 if ctx.proxy.wait_idle(10.0) else ctx.proxy.get("active")
+    idle = ctx.proxy.wait_idle(5.0)
+    result["leftover_connections"] = 0 if idle else int(ctx.proxy.get("active"))
+    if not idle:  # counted against this app; reset so the next run starts clean
+        ctx.proxy.call("reset_all")
     result["errors"] = result["http_errors"]
     return result
 

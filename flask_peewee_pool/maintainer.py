@@ -88,7 +88,10 @@ class Maintainer:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
         if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            # Never cancel queued jobs: each holds a connection already taken out of the
+            # pool's lists (a retiring one to close, an idle one to recycle); a cancelled
+            # job never closes it, and never decrements _inflight either.
+            self._executor.shutdown(wait=False, cancel_futures=False)
             if threading.current_thread().name.startswith(self._job_thread_prefix):
                 return  # called from one of our own jobs: it cannot wait for itself
             with self._jobs_done:

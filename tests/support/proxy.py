@@ -171,7 +171,11 @@ class _Direction:
             if chunk is _EOF:
                 self.eof_sent = True
                 if not dst.is_closing():
-                    dst.write_eof()  # type: ignore[attr-defined]
+                    try:
+                        dst.write_eof()  # type: ignore[attr-defined]
+                    except OSError:  # the peer reset before we noticed (ENOTCONN)
+                        pair.close(reset=True)
+                        return
                 pair.maybe_finish()
                 return
             self.queued -= len(chunk)
