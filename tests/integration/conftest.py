@@ -15,43 +15,36 @@ from flask_peewee_pool import (
 from tests.support.proxy import FaultProxy
 
 
-@pytest.fixture
-def make_mysql_db(mysql_pool_user: Any) -> Iterator[Callable[..., PooledMySQLDatabase]]:
-    """Build ``PooledMySQLDatabase`` objects as ``fpp_pool``; all closed after the test."""
-    made: list[PooledMySQLDatabase] = []
+def _database_factory(pool_user: Any, database_class: type[Any]) -> Iterator[Callable[..., Any]]:
+    """Build pooled databases as the dedicated pool account; all closed after the test."""
+    made: list[Any] = []
 
-    def make(**kwargs: Any) -> PooledMySQLDatabase:
-        params = mysql_pool_user.as_dict()
+    def make(**kwargs: Any) -> Any:
+        params = pool_user.as_dict()
         database = params.pop("database")
         params.update(kwargs)
-        db = PooledMySQLDatabase(database, **params)
+        db = database_class(database, **params)
         made.append(db)
         return db
 
     yield make
     for db in made:
         db.close_pool()
-    mysql_pool_user.wait_until(0, timeout=10)
+    pool_user.wait_until(0, timeout=10)
+
+
+@pytest.fixture
+def make_mysql_db(mysql_pool_user: Any) -> Iterator[Callable[..., PooledMySQLDatabase]]:
+    """``make_mysql_db(**kwargs)``: a ``PooledMySQLDatabase`` as ``fpp_pool``."""
+    yield from _database_factory(mysql_pool_user, PooledMySQLDatabase)
 
 
 @pytest.fixture
 def make_postgres_db(
     postgres_pool_user: Any,
 ) -> Iterator[Callable[..., PooledPostgresqlDatabase]]:
-    made: list[PooledPostgresqlDatabase] = []
-
-    def make(**kwargs: Any) -> PooledPostgresqlDatabase:
-        params = postgres_pool_user.as_dict()
-        database = params.pop("database")
-        params.update(kwargs)
-        db = PooledPostgresqlDatabase(database, **params)
-        made.append(db)
-        return db
-
-    yield make
-    for db in made:
-        db.close_pool()
-    postgres_pool_user.wait_until(0, timeout=10)
+    """``make_postgres_db(**kwargs)``: a ``PooledPostgresqlDatabase`` as ``fpp_pool``."""
+    yield from _database_factory(postgres_pool_user, PooledPostgresqlDatabase)
 
 
 @pytest.fixture
