@@ -238,12 +238,8 @@ class ConnectionPool:
                 self._hand_out(home, conn, start, 0.0)
             else:
                 conn = None
-        if conn is not None:
-            ping_after = self.options.ping_after
-            if conn.expires_at > start and (  # fresh: no round trip needed (see _fresh)
-                    ping_after is None or start - conn.last_used_at < ping_after) and not (
-                    self._has_input is not None and self._has_input(conn.raw)):
-                return self._claim(conn)
+        if conn is not None and self._fresh(conn, start):
+            return self._claim(conn)
         if conn is not None and not self._validate(conn, deadline):
             conn = None
         while conn is None:
