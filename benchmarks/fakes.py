@@ -7,7 +7,7 @@ here too, only free:
 
 * ``ours-pool``: ``ConnectionPool.checkout()`` / ``checkin()`` with a fake Driver (the
   pool alone, no peewee).
-* ``ours``: ``db.connect(); db.close()`` on ``flask_peewee_pool.database.PooledDatabase``
+* ``ours``: ``db.connect(); db.close()`` on ``flask_peewee_pool.orm.database.PooledDatabase``
   + ``peewee.Database`` whose ``_make_driver`` returns the fake driver.  At checkin it
   asks the driver ``is_usable`` / ``needs_rollback`` (local state, no round trip) and
   pings only a connection idle >= ``ping_after`` (1 s): in a busy loop, never.
@@ -54,7 +54,7 @@ class FakeConnection:
 
 
 class FakeDriver:
-    """A :class:`flask_peewee_pool.drivers.Driver` over :class:`FakeConnection`."""
+    """A :class:`flask_peewee_pool.core.drivers.Driver` over :class:`FakeConnection`."""
 
     kind = "fake"
 
@@ -112,7 +112,7 @@ class OursPoolFake(FakeAdapter):
 
     def __init__(self, size: int) -> None:
         super().__init__(size)
-        from flask_peewee_pool.pool import ConnectionPool
+        from flask_peewee_pool.core.pool import ConnectionPool
 
         self.pool = ConnectionPool(FakeDriver(), max_connections=size, max_lifetime=None)
 
@@ -131,7 +131,7 @@ class OursPeeweeFake(FakeAdapter):
         super().__init__(size)
         import peewee
 
-        from flask_peewee_pool.database import PooledDatabase
+        from flask_peewee_pool.orm.database import PooledDatabase
 
         class FakePooledDatabase(PooledDatabase, peewee.Database):
             def _make_driver(self) -> FakeDriver:

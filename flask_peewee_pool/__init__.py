@@ -5,16 +5,7 @@ lifetimes are jittered and recycled in the background, and pings are skipped for
 connections used a moment ago.
 """
 
-from .database import (
-    CheckoutRejected,
-    CheckoutTimeout,
-    ConnectFailed,
-    PooledDatabase,
-    PooledMySQLDatabase,
-    PooledPostgresqlDatabase,
-    PooledSqliteDatabase,
-)
-from .errors import (
+from .core.errors import (
     CheckinError,
     ConfigError,
     ConnectError,
@@ -23,11 +14,20 @@ from .errors import (
     PoolExhausted,
     PoolTimeout,
 )
+from .core.options import PoolOptions
+from .core.pool import ConnectionPool, PooledConnection
+from .core.stats import PoolStats
 from .middleware import PoolMiddleware
-from .options import PoolOptions
-from .pool import ConnectionPool, PooledConnection
-from .stats import PoolStats
-from .urls import connect
+from .orm.database import (
+    CheckoutRejected,
+    CheckoutTimeout,
+    ConnectFailed,
+    PooledDatabase,
+    PooledMySQLDatabase,
+    PooledPostgresqlDatabase,
+    PooledSqliteDatabase,
+)
+from .orm.urls import connect
 
 __all__ = [
     "CheckinError",

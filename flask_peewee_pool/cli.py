@@ -24,7 +24,7 @@ every host?". It reads the server's own session table (``pg_stat_activity``;
 ``information_schema.processlist``, plus ``performance_schema`` where enabled) and groups
 the sessions by client host and account, and by application and process from the label
 ``<name>[<pid>]`` every connection of this library carries (see
-:func:`~flask_peewee_pool.drivers.connection_label`); where the server shows no label,
+:func:`~flask_peewee_pool.core.drivers.connection_label`); where the server shows no label,
 sessions from this host are matched to processes through their sockets (``/proc``). Totals
 are set against the server's ``max_connections``.
 
@@ -677,7 +677,7 @@ _FLEET_QUERIES: dict[str, Callable[[Any], tuple[list[dict[str, Any]], dict[str, 
 
 
 def _labelled(label: Any) -> tuple[str | None, int | None]:
-    from .drivers import parse_label
+    from .core.drivers import parse_label
 
     return parse_label(str(label) if label else None)
 

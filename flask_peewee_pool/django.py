@@ -30,7 +30,7 @@ when Django starts (or call :func:`get_state`).
 ``PEEWEE_POOL`` takes the keys of the Flask settings without their ``PEEWEE_POOL_`` prefix
 (``DATABASE``, ``MAX_CONNECTIONS``, ``TIMEOUT``, ``CHECKOUT``, ``EXCLUDED_ENDPOINTS``, ...),
 validated by the same code: a bad value raises :class:`PoolImproperlyConfigured` (both our
-:class:`~flask_peewee_pool.errors.ConfigError` and Django's ``ImproperlyConfigured``)
+:class:`~flask_peewee_pool.core.errors.ConfigError` and Django's ``ImproperlyConfigured``)
 naming the key, e.g. ``PEEWEE_POOL["MAX_CONNECTIONS"]``, when the middleware is loaded,
 i.e. when the server starts. Snapshots for ``pool-stats`` are written only if
 ``STATS_DIR`` is set (a Django project has no instance folder); ``"METRICS": True``
@@ -73,11 +73,11 @@ from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
 from . import settings as _settings
-from .errors import ConfigError, PoolExhausted, PoolTimeout
+from .core.errors import ConfigError, PoolExhausted, PoolTimeout
+from .core.options import PoolOptions
+from .core.stats import PoolStats
 from .middleware import RETRY_AFTER, current_connection, release_connection
-from .options import PoolOptions
 from .snapshots import start_snapshots, stop_snapshots
-from .stats import PoolStats
 
 __all__ = [
     "DjangoPoolState",

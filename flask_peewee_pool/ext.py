@@ -14,7 +14,7 @@
         return app
 
 Every ``PEEWEE_POOL_*`` setting is validated in :meth:`PeeweePool.init_app`: a bad value
-raises :class:`~flask_peewee_pool.errors.ConfigError` naming the key at start-up, never at
+raises :class:`~flask_peewee_pool.core.errors.ConfigError` naming the key at start-up, never at
 the first request. Values may be typed or strings (``app.config.from_prefixed_env()``).
 
 **One PeeweePool per database.** ``pool.database`` is a ``peewee.DatabaseProxy``
@@ -56,12 +56,12 @@ from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
 from . import settings as _settings
 from .cli import register_commands
-from .errors import PoolError, PoolExhausted, PoolTimeout
+from .core.errors import PoolError, PoolExhausted, PoolTimeout
+from .core.options import PoolOptions
+from .core.stats import PoolStats
 from .middleware import RETRY_AFTER, current_connection, release_connection
-from .options import PoolOptions
 from .settings import ACCEPTED_KEYS, PREFIX
 from .snapshots import DEFAULT_DIRNAME, start_snapshots
-from .stats import PoolStats
 
 logger = logging.getLogger("flask_peewee_pool")
 
@@ -350,7 +350,7 @@ class PeeweePool:
         return state  # type: ignore[no-any-return]
 
     def stats(self, app: Flask | None = None) -> PoolStats:
-        """A snapshot of the pool's counters (see :class:`~flask_peewee_pool.stats.PoolStats`)."""
+        """A snapshot of the pool's counters (:class:`~flask_peewee_pool.PoolStats`)."""
         return self.get_state(app).stats()
 
 

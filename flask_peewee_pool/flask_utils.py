@@ -50,16 +50,16 @@ from flask import Flask, request
 from playhouse.flask_utils import PaginatedQuery, get_object_or_404, object_list
 
 from . import settings as _settings
-from .database import (
+from .core.errors import ConfigError
+from .core.options import PoolOptions
+from .ext import AppDatabaseProxy, PeeweePool, state_from
+from .middleware import release_connection
+from .orm.database import (
     PooledDatabase,
     PooledMySQLDatabase,
     PooledPostgresqlDatabase,
     PooledSqliteDatabase,
 )
-from .errors import ConfigError
-from .ext import AppDatabaseProxy, PeeweePool, state_from
-from .middleware import release_connection
-from .options import PoolOptions
 from .snapshots import DEFAULT_DIRNAME
 
 __all__ = [
@@ -72,7 +72,7 @@ __all__ = [
 
 #: Modules whose database classes the dict form maps to ours, by class name.
 _ENGINE_MODULES = frozenset({"peewee", "playhouse.pool", "flask_peewee_pool",
-                             "flask_peewee_pool.database"})
+                             "flask_peewee_pool.orm.database"})
 _ENGINES: dict[str, type[PooledDatabase]] = {
     "MySQLDatabase": PooledMySQLDatabase,
     "PooledMySQLDatabase": PooledMySQLDatabase,

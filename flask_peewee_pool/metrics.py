@@ -23,7 +23,7 @@ held, observed at checkin).
 **No cost on the request path.** Nothing here runs in checkout or checkin: the pool already
 counts everything under the segment lock it holds anyway (see :mod:`.stats`). A hook on the
 pool's maintainer thread (``pool.tick_hooks``) reads :meth:`pool.stats()
-<flask_peewee_pool.pool.ConnectionPool.stats>` every ``interval`` seconds (default 1), sets
+<flask_peewee_pool.core.pool.ConnectionPool.stats>` every ``interval`` seconds (default 1), sets
 the gauges and adds what is new to the counters and histograms: about 0.2 ms of the
 maintainer thread each time. A scrape sees values at most ``interval`` old (call
 :meth:`PoolMetrics.update` to publish now), and a pool appears once it has been used (its
@@ -78,8 +78,8 @@ except ImportError as exc:  # the "prometheus" extra is not installed
         "flask_peewee_pool.metrics needs prometheus_client: "
         "pip install 'flask-peewee-pool[prometheus]'") from exc
 
-from . import stats as _stats
-from .pool import ConnectionPool
+from .core import stats as _stats
+from .core.pool import ConnectionPool
 
 __all__ = ["DEFAULT_BUCKETS", "DEFAULT_INTERVAL", "PoolMetrics", "instrument"]
 

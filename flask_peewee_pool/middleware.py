@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from .errors import PoolExhausted, PoolTimeout
+from .core.errors import PoolExhausted, PoolTimeout
 
 logger = logging.getLogger("flask_peewee_pool")
 

@@ -19,17 +19,17 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
-from . import urls
-from .database import (
+from .core.drivers import normalize_application_name, normalize_external_pooler
+from .core.errors import ConfigError
+from .core.options import PoolOptions
+from .middleware import CHECKOUT_MODES
+from .orm import urls
+from .orm.database import (
     PooledDatabase,
     PooledMySQLDatabase,
     PooledPostgresqlDatabase,
     PooledSqliteDatabase,
 )
-from .drivers import normalize_application_name, normalize_external_pooler
-from .errors import ConfigError
-from .middleware import CHECKOUT_MODES
-from .options import PoolOptions
 
 #: Prefix of the Flask settings (``app.config``); Django's dict has none.
 PREFIX = "PEEWEE_POOL_"

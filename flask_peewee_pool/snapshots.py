@@ -45,8 +45,8 @@ import weakref
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from .pool import ConnectionPool
-from .urls import redact
+from .core.pool import ConnectionPool
+from .orm.urls import redact
 
 logger = logging.getLogger("flask_peewee_pool")
 

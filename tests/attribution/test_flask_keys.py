@@ -10,7 +10,7 @@ import pytest
 from flask import Flask
 
 from flask_peewee_pool import PeeweePool, snapshots
-from flask_peewee_pool.errors import ConfigError
+from flask_peewee_pool.core.errors import ConfigError
 from flask_peewee_pool.ext import ACCEPTED_KEYS
 
 assert "EXTERNAL_POOLER" in ACCEPTED_KEYS and "APPLICATION_NAME" in ACCEPTED_KEYS

@@ -16,14 +16,14 @@ from flask_peewee_pool.cli import (
     local_socket_owners,
     render_fleet,
 )
-from flask_peewee_pool.drivers import (
+from flask_peewee_pool.core.drivers import (
     LABEL_MAX_BYTES,
     PostgresDriver,
     PyMySQLDriver,
     connection_label,
     parse_label,
 )
-from flask_peewee_pool.errors import ConfigError
+from flask_peewee_pool.core.errors import ConfigError
 
 # ------------------------------------------------------------------ labels
 

@@ -23,9 +23,9 @@ from prometheus_client import CollectorRegistry  # noqa: E402
 
 from flask_peewee_pool import PoolTimeout  # noqa: E402
 from flask_peewee_pool import metrics as fpp_metrics  # noqa: E402
+from flask_peewee_pool.core.pool import ConnectionPool  # noqa: E402
+from flask_peewee_pool.core.stats import Histogram as PoolHistogram  # noqa: E402
 from flask_peewee_pool.metrics import DEFAULT_BUCKETS, PoolMetrics, instrument  # noqa: E402
-from flask_peewee_pool.pool import ConnectionPool  # noqa: E402
-from flask_peewee_pool.stats import Histogram as PoolHistogram  # noqa: E402
 from tests.unit.fakes import FakeClock, FakeDriver, make_pool  # noqa: E402
 
 QUIET = {"max_lifetime": None, "idle_timeout": None, "keepalive": None, "ping_after": None}

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from flask_peewee_pool.pool import ConnectionPool
+from flask_peewee_pool.core.pool import ConnectionPool
 from tests.unit.fakes import FakeClock, FakeDriver, make_pool
 
 #: Options that switch every time-based duty off, so a test turns on only what it tests.

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from flask_peewee_pool.pool import ConnectionPool, PooledConnection
+from flask_peewee_pool.core.pool import ConnectionPool, PooledConnection
 
 #: Upper bound for every wait in a test; reached only when something is broken.
 WAIT = 10.0
@@ -255,7 +255,7 @@ class Blocker:
 
 
 class FakeDriver:
-    """Implements :class:`flask_peewee_pool.drivers.Driver` over :class:`FakeConnection`."""
+    """Implements :class:`flask_peewee_pool.core.drivers.Driver` over :class:`FakeConnection`."""
 
     kind = "fake"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flask_peewee_pool.errors import ConfigError, ConnectError, PoolTimeout
+from flask_peewee_pool.core.errors import ConfigError, ConnectError, PoolTimeout
 from tests.unit.fakes import give, start, take, wait_waiting
 
 
@@ -98,7 +98,7 @@ def test_failing_check_discards_and_checkout_continues(new_pool, clock):
 
 
 def test_bad_hooks_are_config_errors():
-    from flask_peewee_pool.options import PoolOptions
+    from flask_peewee_pool.core.options import PoolOptions
 
     with pytest.raises(ConfigError, match="configure"):
         PoolOptions(configure=42)

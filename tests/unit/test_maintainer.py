@@ -16,8 +16,8 @@ import threading
 
 import pytest
 
-from flask_peewee_pool.maintainer import BASE_BACKOFF
-from flask_peewee_pool.pool import IDLE, MAINTENANCE
+from flask_peewee_pool.core.maintainer import BASE_BACKOFF
+from flask_peewee_pool.core.pool import IDLE, MAINTENANCE
 from tests.unit.fakes import WAIT, check_accounting, give, start, take, wait_waiting
 
 LOGGER = "flask_peewee_pool"
@@ -346,7 +346,7 @@ def test_backoff_is_jittered_between_half_and_full_delay(new_pool, driver, clock
 
 
 def test_requests_get_connect_errors_at_once_during_an_outage(new_pool, driver, clock):
-    from flask_peewee_pool.errors import ConnectError
+    from flask_peewee_pool.core.errors import ConnectError
 
     pool = new_pool(min_idle=1, timeout=30, max_lifetime=None, idle_timeout=None,
                     keepalive=None, ping_after=None)

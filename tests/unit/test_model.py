@@ -30,8 +30,8 @@ from hypothesis.stateful import (
     rule,
 )
 
-from flask_peewee_pool.errors import CheckinError, ConnectError, PoolClosed, PoolTimeout
-from flask_peewee_pool.pool import IDLE, IN_USE, ConnectionPool, PooledConnection
+from flask_peewee_pool.core.errors import CheckinError, ConnectError, PoolClosed, PoolTimeout
+from flask_peewee_pool.core.pool import IDLE, IN_USE, ConnectionPool, PooledConnection
 from tests.unit.fakes import FakeClock, FakeDriver, check_accounting, gauges, give, make_pool, take
 
 CHECKIN_KINDS = ["clean", "clean", "dirty", "dirty_rollback_fails", "broken", "broken_arg"]
@@ -213,7 +213,7 @@ class PoolMachine(RuleBasedStateMachine):
         assert all(v >= 0 for v in vars(s.counters).values())
         # 5. Settled maintainer: nothing idle is about to expire, so no request pays for it.
         if self._settled():
-            from flask_peewee_pool.maintainer import TICK
+            from flask_peewee_pool.core.maintainer import TICK
 
             lifetime = pool.options.max_lifetime
             horizon = min(1.0, lifetime * 0.1) + TICK

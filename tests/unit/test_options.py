@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flask_peewee_pool.errors import ConfigError
-from flask_peewee_pool.options import PoolOptions
+from flask_peewee_pool.core.errors import ConfigError
+from flask_peewee_pool.core.options import PoolOptions
 
 NAN, INF = float("nan"), float("inf")
 

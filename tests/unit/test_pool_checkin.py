@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from flask_peewee_pool.errors import CheckinError, PoolTimeout
-from flask_peewee_pool.pool import IDLE, IN_USE, RETIRING
+from flask_peewee_pool.core.errors import CheckinError, PoolTimeout
+from flask_peewee_pool.core.pool import IDLE, IN_USE, RETIRING
 from tests.unit.fakes import FakeClock, FakeDriver, check_accounting, give, make_pool, start, take
 
 IO_METHODS = ("connect", "ping", "rollback", "close", "discard")

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from flask_peewee_pool.errors import ConnectError, PoolExhausted, PoolTimeout
-from flask_peewee_pool.pool import IN_USE, RETIRING
+from flask_peewee_pool.core.errors import ConnectError, PoolExhausted, PoolTimeout
+from flask_peewee_pool.core.pool import IN_USE, RETIRING
 from tests.unit.fakes import (
     FakeError,
     check_accounting,

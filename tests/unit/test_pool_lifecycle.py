@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
-from flask_peewee_pool.errors import CheckinError, PoolClosed
-from flask_peewee_pool.pool import CLOSED
-from flask_peewee_pool.stats import Counters
+from flask_peewee_pool.core.errors import CheckinError, PoolClosed
+from flask_peewee_pool.core.pool import CLOSED
+from flask_peewee_pool.core.stats import Counters
 from tests.unit.fakes import (
     InstrumentedLock,
     check_accounting,

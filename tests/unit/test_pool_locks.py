@@ -170,6 +170,6 @@ def test_leak_tracking_does_no_file_io_under_a_lock(new_pool, driver, monkeypatc
 
 
 def test_fake_driver_implements_the_driver_protocol(driver):
-    from flask_peewee_pool.drivers import Driver
+    from flask_peewee_pool.core.drivers import Driver
 
     assert isinstance(driver, Driver)

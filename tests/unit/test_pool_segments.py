@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from flask_peewee_pool.pool import _split
+from flask_peewee_pool.core.pool import _split
 from tests.unit.fakes import FakeClock, FakeDriver, check_accounting, give, join_all, start, take
 
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flask_peewee_pool.stats import Counters, Histogram, PoolStats
+from flask_peewee_pool.core.stats import Counters, Histogram, PoolStats
 
 #: Relative width of one bucket: four buckets per power of two.
 BUCKET = 2 ** 0.25

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from flask_peewee_pool.database import (
+from flask_peewee_pool.core.errors import ConfigError
+from flask_peewee_pool.orm.database import (
     PooledMySQLDatabase,
     PooledPostgresqlDatabase,
     PooledSqliteDatabase,
 )
-from flask_peewee_pool.errors import ConfigError
-from flask_peewee_pool.urls import parse, redact
+from flask_peewee_pool.orm.urls import parse, redact
 
 SECRET = "s3cr3t-pw"
 

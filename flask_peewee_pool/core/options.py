@@ -23,7 +23,7 @@ _NONE = {"", "none", "null"}
 
 @dataclasses.dataclass(frozen=True)
 class PoolOptions:
-    """Settings of one :class:`~flask_peewee_pool.pool.ConnectionPool`.
+    """Settings of one :class:`~flask_peewee_pool.core.pool.ConnectionPool`.
 
     Durations are seconds. ``None`` switches a duration-based duty off.
     """

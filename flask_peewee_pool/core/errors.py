@@ -2,7 +2,7 @@
 
 Every error names the pool it comes from, so a log line from a process with several pools
 says which one is in trouble. None of them ever carries a password: pools describe their
-database with :func:`flask_peewee_pool.urls.redact` before putting it in a message.
+database with :func:`flask_peewee_pool.orm.urls.redact` before putting it in a message.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ BASE_BACKOFF = 0.1
 
 
 class Maintainer:
-    """Background duties of one :class:`~flask_peewee_pool.pool.ConnectionPool`."""
+    """Background duties of one :class:`~flask_peewee_pool.core.pool.ConnectionPool`."""
 
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool

@@ -1,4 +1,4 @@
-"""peewee database classes built on :class:`~flask_peewee_pool.pool.ConnectionPool`.
+"""peewee database classes built on :class:`~flask_peewee_pool.core.pool.ConnectionPool`.
 
 Drop-ins for ``playhouse.pool``: same constructor arguments (``max_connections``,
 ``stale_timeout``, ``timeout``), same methods (``close_idle``, ``close_stale``,
@@ -19,7 +19,7 @@ Two keywords beyond playhouse's (also URL query parameters):
 
 * ``application_name``: the name every server connection is labelled with, as
   ``<name>[<pid>]`` (PostgreSQL ``application_name``, MySQL ``program_name`` connection
-  attribute; see :func:`~flask_peewee_pool.drivers.connection_label`). Default: the pool's
+  attribute; see :func:`~flask_peewee_pool.core.drivers.connection_label`). Default: the pool's
   name (for the Flask extension, the app's import name); ``""`` sends no label.
 * ``external_pooler``: ``"pgbouncer"`` or ``"proxysql"`` when the database is reached
   through one. PgBouncer: psycopg 3's server-side prepared statements are turned off.
@@ -39,8 +39,8 @@ from urllib.parse import urlsplit
 import peewee
 from playhouse.pool import MaxConnectionsExceeded
 
-from . import errors
-from .drivers import (
+from ..core import errors
+from ..core.drivers import (
     Driver,
     MySQLClientDriver,
     PostgresDriver,
@@ -51,8 +51,8 @@ from .drivers import (
     normalize_application_name,
     normalize_external_pooler,
 )
-from .options import PoolOptions
-from .pool import ConnectionPool, PooledConnection
+from ..core.options import PoolOptions
+from ..core.pool import ConnectionPool, PooledConnection
 
 logger = logging.getLogger("flask_peewee_pool")
 

@@ -10,11 +10,11 @@ thread. A slot stays counted from the moment it is reserved until its connection
 which is what keeps the server-side count at or below ``max_connections`` at all times.
 
 Retiring connections (expired, broken, idle too long) are handed to the
-:class:`~flask_peewee_pool.maintainer.Maintainer`, which closes them and, for expiry, opens
+:class:`~flask_peewee_pool.core.maintainer.Maintainer`, which closes them and, for expiry, opens
 the replacement in the same slot, so no request ever pays for a connection's end of life.
 
 The pool knows nothing of Flask or peewee: it talks to the database only through a
-:class:`~flask_peewee_pool.drivers.Driver`.
+:class:`~flask_peewee_pool.core.drivers.Driver`.
 """
 
 from __future__ import annotations

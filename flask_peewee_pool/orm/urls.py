@@ -12,14 +12,14 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
+from ..core.errors import ConfigError
+from ..core.options import PoolOptions
 from .database import (
     PooledDatabase,
     PooledMySQLDatabase,
     PooledPostgresqlDatabase,
     PooledSqliteDatabase,
 )
-from .errors import ConfigError
-from .options import PoolOptions
 
 SCHEMES: dict[str, type[PooledDatabase]] = {
     "mysql": PooledMySQLDatabase,
