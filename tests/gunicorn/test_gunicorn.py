@@ -1,6 +1,6 @@
 """The example app under gunicorn on MariaDB: one pool per worker, nothing across a fork.
 
-Four set-ups (``sync`` / ``gthread`` workers, with and without ``--preload``), WORKERS
+Six set-ups (``sync`` / ``gthread`` / ``gevent`` workers, with and without ``--preload``), WORKERS
 workers of MAX_CONNECTIONS connections each, load from threads with http.client. What is
 checked, from outside the workers: the server-side ``CONNECTION_ID()`` each request used
 and the pid that served it (never shared), the server's own count of the pool account's
@@ -36,6 +36,8 @@ VARIANTS = [
     pytest.param("sync", True, id="sync-preload"),
     pytest.param("gthread", False, id="gthread"),
     pytest.param("gthread", True, id="gthread-preload"),
+    pytest.param("gevent", False, id="gevent"),
+    pytest.param("gevent", True, id="gevent-preload"),
 ]
 WORK = "/_fpp/work?ms=15"  # holds its connection 15 ms
 LOAD_THREADS = 8  # more than WORKERS x MAX_CONNECTIONS: gthread workers queue in their pools
