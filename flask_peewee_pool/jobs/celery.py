@@ -14,7 +14,8 @@ Hooks (Celery's public signals):
 * ``task_failure`` and ``task_postrun``: return the connection. Celery sends
   ``task_postrun`` from a ``finally`` for every outcome (success, exception, retry,
   ``SoftTimeLimitExceeded``), in the thread that ran the task, so this works with the
-  prefork, threads and solo pools alike.
+  prefork, threads and solo pools alike. A task stopped by its soft time limit may have
+  been interrupted inside a query: its connection is closed instead of reused.
 * ``worker_process_shutdown`` (a prefork child recycled by ``max_tasks_per_child`` or
   ``max_memory_per_child``, or stopping) and ``worker_shutdown``: close the pool, so the
   server sees each session end.
@@ -29,6 +30,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import signals
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
 from .core import JobConnections
 
@@ -52,9 +54,10 @@ def init_celery(celery_app: Any, *databases: Any, eager: bool = False,
         if ours(sender):
             connections.start()
 
-    def failure(sender: Any = None, **_: Any) -> None:
+    def failure(sender: Any = None, exception: BaseException | None = None, **_: Any) -> None:
         if ours(sender):
-            connections.finish(end=False)
+            cut = isinstance(exception, (SoftTimeLimitExceeded, TimeLimitExceeded))
+            connections.finish(end=False, discard=cut)
 
     def postrun(sender: Any = None, **_: Any) -> None:
         if ours(sender):

@@ -82,7 +82,7 @@ class JobConnections:
             if not done:
                 self.finish()
 
-    def finish(self, *, end: bool = True) -> int:
+    def finish(self, *, end: bool = True, discard: bool = False) -> int:
         """After a job, whatever its outcome: give this thread's connections back.
 
         Only those the job took (see :meth:`start`); all of them when no :meth:`start`
@@ -91,6 +91,9 @@ class JobConnections:
         job's own); a failure with one database is logged and the others are still
         released. ``end=False`` releases but keeps the job open, for a hook that runs
         before the final one (Celery's ``task_failure`` before ``task_postrun``).
+        ``discard=True`` closes the connections instead of returning them to the pool: for
+        a job cut short by a time limit, whose connection may have been interrupted in the
+        middle of a query (the server still running it, its answer still to come).
         """
         frames = self._frames()
         if not frames:
@@ -102,7 +105,7 @@ class JobConnections:
             if id(db) in held:
                 continue
             try:
-                released += bool(_release(db))
+                released += bool(_release(db, discard=discard))
             except Exception:
                 logger.exception("could not return a job's connection to %r", db)
         return released
@@ -146,8 +149,11 @@ class JobConnections:
         return wrapper  # type: ignore[return-value]
 
 
-def _release(db: Any) -> bool:
-    """Return the calling thread's connection of ``db``; True if one was held."""
+def _release(db: Any, *, discard: bool = False) -> bool:
+    """Return (or with ``discard``, close) the calling thread's connection of ``db``;
+    True if one was held."""
+    if discard and hasattr(db, "manual_close"):  # closed by the pool, slot freed
+        return bool(db.manual_close())
     release = getattr(db, "release", None)
     if release is not None:  # our pooled databases: drops peewee's transaction stack too
         return bool(release())

@@ -13,9 +13,10 @@
 
 :class:`PooledWorker` (RQ's forking worker) and :class:`PooledSimpleWorker` (jobs in the
 worker's own process) return the connection when the job function ends, before RQ stores
-the result: a job that raised, or hit its ``job_timeout`` (``JobTimeoutException``), gives it
-back too. In a forked work horse the pool is then closed before the horse exits, so the
-server sees the session end rather than a dropped socket. A horse killed outright (``rq``'s
+the result: a job that raised gives it back too, and one that hit its ``job_timeout``
+(``JobTimeoutException``, possibly in the middle of a query) has it closed instead. In a
+forked work horse the pool is then closed before the horse exits, so the server sees the
+session end rather than a dropped socket. A horse killed outright (``rq``'s
 ``kill-horse``, ``SIGKILL``) runs no code; its sockets close with it. A pool used in the
 worker's parent process before the fork is fork-safe: the horse opens its own connections.
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from rq.timeouts import JobTimeoutException
 from rq.worker import SimpleWorker, Worker
 
 from .core import JobConnections
@@ -54,8 +56,17 @@ class PooledWorkerMixin:
         perform = job.perform
 
         def perform_with_connections() -> Any:
-            with connections.job():
-                return perform()
+            connections.start()
+            try:
+                result = perform()
+            except JobTimeoutException:
+                connections.finish(discard=True)
+                raise
+            except BaseException:
+                connections.finish()
+                raise
+            connections.finish()
+            return result
 
         job.perform = perform_with_connections  # this job object only
         try:

@@ -33,3 +33,13 @@ def work(number: int) -> dict[str, Any]:
 @app.task(name="fpp.pool_stats")
 def pool_stats() -> dict[str, Any]:
     return workload.pool_stats()
+
+
+@app.task(name="fpp.echo")
+def echo(number: int) -> int:
+    return workload.echo(number)
+
+
+@app.task(name="fpp.slow", soft_time_limit=0.5)
+def slow(seconds: float) -> int:
+    return workload.slow(seconds)

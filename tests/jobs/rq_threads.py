@@ -3,8 +3,9 @@
 RQ runs one job at a time per worker; to get concurrency above the pool's cap inside one
 process (one pool), this process runs 8 RQ workers on 8 threads, sharing the pool
 (``FPP_JOBS_CAP``). Each is RQ's own ``SimpleWorker`` work loop in burst mode; only
-what cannot run off the main thread is changed: no signal handlers, and a timer (not
-``SIGALRM``) enforces ``job_timeout``. Prints the pool's stats (JSON) when every loop ends.
+what cannot run off the main thread is changed: no signal handlers, a timer (not
+``SIGALRM``) enforces ``job_timeout``, and no pubsub listener for remote commands (see
+``rq_fork_worker``). Prints the pool's stats (JSON) when every loop ends.
 
     python -m tests.jobs.rq_threads REDIS_URL QUEUE THREADS
 """
@@ -30,6 +31,11 @@ class ThreadedWorker(PooledSimpleWorker):
 
     def _install_signal_handlers(self) -> None:
         pass  # signal.signal() works on the main thread only
+
+    def subscribe(self) -> None:
+        # No remote-command listener (rq's pubsub thread): with redis-py 8 its stop() at
+        # teardown can wait out the listener's 60 s poll when it races the subscription.
+        pass
 
 
 def main(redis_url: str, queue: str, threads: int) -> None:

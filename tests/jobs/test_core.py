@@ -177,3 +177,28 @@ def test_celery_hooks_ignore_other_apps_tasks(celery_app: Any, db: Any) -> None:
     assert query.apply().get() == 3
     assert in_use(db) == 1  # not ours to return
     db.close()
+
+
+def test_discard_closes_instead_of_returning(db: Any) -> None:
+    jobs = JobConnections(db)
+    jobs.start()
+    db.execute_sql("SELECT 1")
+    assert jobs.finish(discard=True) == 1
+    stats = db.pool.stats()  # handed to the maintainer to close: not idle, not in use
+    assert stats.in_use == 0 and stats.idle == 0 and stats.counters.checkouts == 1
+    with db.connection_context():
+        db.execute_sql("SELECT 1")
+    assert db.pool.stats().counters.connects == 2  # a new one, not the discarded one
+
+
+def test_celery_soft_time_limit_discards_the_connection(celery_app: Any, db: Any) -> None:
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    @celery_app.task
+    def cut() -> None:
+        db.execute_sql("SELECT 1")
+        raise SoftTimeLimitExceeded()
+
+    assert cut.apply().failed()
+    stats = db.pool.stats()
+    assert stats.in_use == 0 and stats.idle == 0

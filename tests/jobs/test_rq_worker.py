@@ -99,3 +99,24 @@ def test_forking_worker_closes_each_horse_pool(rq_redis: str, worker_env: dict[s
     assert (answered, planned) == (count - count // 10, count // 10)
     assert sampler.max_seen <= 1  # one horse at a time, one connection each
     assert mysql_pool_user.wait_until(0, timeout=10) == 0
+
+
+def test_job_timeout_mid_query_never_reaches_the_next_job(rq_redis: str,
+                                                          worker_env: dict[str, str]) -> None:
+    # SimpleWorker runs every job in its own process, on one connection: a job cut by its
+    # job_timeout inside SELECT SLEEP(3) must not hand that connection to the next job.
+    from tests.jobs.workload import echo, slow
+
+    q = Queue("fpp_rq_timeout", connection=redis.Redis.from_url(rq_redis))
+    first = q.enqueue(echo, -1)
+    cut = q.enqueue(slow, 3, job_timeout=1)
+    echoes = [q.enqueue(echo, n) for n in range(5)]
+    done = subprocess.run(
+        [sys.executable, "-m", "rq.cli", "worker", "--burst", "--url", rq_redis,
+         "--worker-class", "tests.jobs.rq_fork_worker.SimpleWorker", "fpp_rq_timeout"],
+        env=worker_env, cwd=REPO, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:]
+    assert first.return_value(refresh=True) == -1
+    assert cut.get_status(refresh=True) == "failed"
+    assert "JobTimeoutException" in cut.latest_result().exc_string
+    assert [job.return_value(refresh=True) for job in echoes] == list(range(5))

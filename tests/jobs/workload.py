@@ -40,3 +40,13 @@ def work(number: int) -> dict[str, Any]:
 def pool_stats() -> dict[str, Any]:
     """The worker pool's stats, through the public stats API (uses no connection)."""
     return db.obj.pool.stats().as_dict()
+
+
+def echo(number: int) -> int:
+    """A quick query whose answer must be its own: proves the connection is in sync."""
+    return int(db.execute_sql("SELECT %s", (number,)).fetchone()[0])
+
+
+def slow(seconds: float) -> int:
+    """A query the job's time limit interrupts while the server is still running it."""
+    return int(db.execute_sql("SELECT SLEEP(%s)", (seconds,)).fetchone()[0])
