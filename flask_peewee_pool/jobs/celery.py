@@ -10,7 +10,9 @@
 Hooks (Celery's public signals):
 
 * ``task_prerun``: notes what the thread already holds; with ``eager=True`` checks a
-  connection out before the task body runs. Default: lazily, at the first query.
+  connection out before the task body runs. Default: lazily, at the first query. (Celery
+  logs and swallows an exception raised in a signal handler: a failed eager checkout does
+  not fail the task, whose first query then tries again.)
 * ``task_failure`` and ``task_postrun``: return the connection. Celery sends
   ``task_postrun`` from a ``finally`` for every outcome (success, exception, retry,
   ``SoftTimeLimitExceeded``), in the thread that ran the task, so this works with the

@@ -36,8 +36,10 @@ class JobConnections:
 
     ``eager=False`` (the default) connects lazily: peewee checks a connection out at the
     job's first query, so a job that never queries never waits for one. ``eager=True``
-    checks one out of every database before the job starts (a job that will certainly
-    query fails fast, before doing anything, when the pool is exhausted).
+    checks one out of every database before the job body runs.
+
+    Every :meth:`start` must be matched by a :meth:`finish` on the same thread, even when
+    ``start`` raised (:meth:`job`, :meth:`wrap` and the queue hooks do this).
 
     :meth:`finish` is what matters: it returns the thread's connection whatever happened
     (an exception, a soft time limit, an open transaction: the pool rolls it back at
@@ -67,7 +69,7 @@ class JobConnections:
         inside a web request, or inside another task) is left to its holder: the matching
         :meth:`finish` will not return it. If an eager checkout fails (or anything
         interrupts it), the connections this call took are given back before the
-        exception propagates.
+        exception propagates; the matching :meth:`finish` is still due.
         """
         held = frozenset(id(db) for db in self.databases if not db.is_closed())
         self._frames().append(held)
@@ -80,7 +82,7 @@ class JobConnections:
             done = True
         finally:
             if not done:
-                self.finish()
+                self.finish(end=False)
 
     def finish(self, *, end: bool = True, discard: bool = False) -> int:
         """After a job, whatever its outcome: give this thread's connections back.
@@ -132,8 +134,8 @@ class JobConnections:
     @contextlib.contextmanager
     def job(self) -> Iterator[None]:
         """``with connections.job(): ...``: :meth:`start` before, :meth:`finish` after."""
-        self.start()
         try:
+            self.start()
             yield
         finally:
             self.finish()

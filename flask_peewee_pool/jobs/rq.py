@@ -56,8 +56,8 @@ class PooledWorkerMixin:
         perform = job.perform
 
         def perform_with_connections() -> Any:
-            connections.start()
             try:
+                connections.start()
                 result = perform()
             except JobTimeoutException:
                 connections.finish(discard=True)

@@ -202,3 +202,17 @@ def test_celery_soft_time_limit_discards_the_connection(celery_app: Any, db: Any
     assert cut.apply().failed()
     stats = db.pool.stats()
     assert stats.in_use == 0 and stats.idle == 0
+
+
+def test_a_failed_eager_start_keeps_the_outer_holders_connection(db: Any,
+                                                                 other_db: Any) -> None:
+    # Celery swallows an exception from task_prerun and still sends task_postrun: the
+    # finish that follows a failed start must not return what the thread held before.
+    db.connect()  # the "request" holds this one
+    other_db.close_pool()
+    jobs = JobConnections(db, other_db, eager=True)
+    with pytest.raises(PoolClosed):
+        jobs.start()
+    jobs.finish()
+    assert not db.is_closed() and in_use(db) == 1
+    db.close()
