@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import require_db
+
 REPO = Path(__file__).resolve().parents[2]
 #: Redis database numbers owned by these tests (flushed before and after, nothing else).
 CELERY_REDIS_DB = 7
@@ -27,7 +29,10 @@ def _redis_up() -> bool:
 
 def _flushed_redis(db: int) -> Iterator[str]:
     if not _redis_up():
-        pytest.skip("no Redis at 127.0.0.1:6379")
+        message = "no Redis at 127.0.0.1:6379 (the Celery and RQ tests need it as broker)"
+        if require_db():
+            pytest.fail(f"FPP_REQUIRE_DB=1: {message}", pytrace=False)
+        pytest.skip(message)
     import redis
 
     url = f"redis://127.0.0.1:6379/{db}"
