@@ -36,6 +36,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.config.from_mapping(
         PEEWEE_POOL_DATABASE=f"sqlite:///{database}",
         PEEWEE_POOL_MAX_CONNECTIONS=10,
+        # The pool page reads stats only: no connection, even with CHECKOUT=eager; the
+        # health check connects itself, so that it can answer 503 JSON when that fails.
+        PEEWEE_POOL_EXCLUDED_ENDPOINTS="poolpage.page,poolpage.data,notes.healthz",
     )
     app.config.from_prefixed_env()  # FLASK_PEEWEE_POOL_* (values parsed as JSON)
     app.config.update({k: v for k, v in os.environ.items() if k.startswith("PEEWEE_POOL_")})

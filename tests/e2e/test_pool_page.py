@@ -63,6 +63,18 @@ def test_data_reads_the_stats_api_without_taking_a_connection(app: Flask) -> Non
     assert app.extensions["peewee_pool"].stats().in_use == 0
 
 
+def test_the_page_takes_no_connection_even_with_eager_checkout(config: dict[str, Any]) -> None:
+    application = create_app({**config, "PEEWEE_POOL_CHECKOUT": "eager"})
+    try:
+        client = application.test_client()
+        assert client.get("/pool").status_code == 200
+        assert client.get("/pool/data").get_json()["total"]["checkouts"] == 0
+        client.get("/api/notes")  # an ordinary view does check out before it runs
+        assert client.get("/pool/data").get_json()["total"]["checkouts"] == 1
+    finally:
+        application.extensions["peewee_pool"].database.close_pool()
+
+
 @pytest.mark.parametrize(("value", "expected"), [(0.1, 1.0), ("5", 5.0), ("junk", 2.0)])
 def test_polling_is_never_faster_than_a_second(config: dict[str, Any], value: Any,
                                                expected: float) -> None:
@@ -104,11 +116,13 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_healthz_is_json_503_when_the_database_is_unreachable(tmp_path: Path) -> None:
+@pytest.mark.parametrize("checkout", ["lazy", "eager"])
+def test_healthz_is_json_503_when_the_database_is_unreachable(tmp_path: Path,
+                                                              checkout: str) -> None:
     secret = "hz-S3cret-pw"
     application = create_app({
         "PEEWEE_POOL_DATABASE": f"mysql://app:{secret}@127.0.0.1:{_closed_port()}/test",
-        "PEEWEE_POOL_STATS_DIR": str(tmp_path / "stats")})
+        "PEEWEE_POOL_STATS_DIR": str(tmp_path / "stats"), "PEEWEE_POOL_CHECKOUT": checkout})
     try:
         client = application.test_client()
         response = client.get("/healthz")
