@@ -3,6 +3,9 @@
     flask --app example_app run           # SQLite in the instance folder
     PEEWEE_POOL_DATABASE=mysql://user:password@127.0.0.1/test flask --app example_app run
 
+``/pool`` is a live page of the pool (size by state over the last minutes, checkout wait,
+connects and retirements, per worker process); ``/healthz`` a JSON readiness probe.
+
 Every ``PEEWEE_POOL_*`` setting can come from the environment, either under its own name
 or with Flask's prefix (``FLASK_PEEWEE_POOL_MAX_CONNECTIONS=10``).
 """
@@ -14,12 +17,16 @@ from collections.abc import Mapping
 from typing import Any
 
 import peewee
-from flask import Flask
+from flask import Flask, request
 
 from .models import Note, pool
+from .poolpage import bp as pool_page
 from .views import bp
 
 __all__ = ["Note", "create_app", "pool"]
+
+#: Endpoints that never touch the notes table.
+_NEED_NO_TABLES = frozenset({"notes.healthz", "poolpage.page", "poolpage.data", "static"})
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
@@ -29,6 +36,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.config.from_mapping(
         PEEWEE_POOL_DATABASE=f"sqlite:///{database}",
         PEEWEE_POOL_MAX_CONNECTIONS=10,
+        # The pool page reads stats only: no connection, even with CHECKOUT=eager; the
+        # health check connects itself, so that it can answer 503 JSON when that fails.
+        PEEWEE_POOL_EXCLUDED_ENDPOINTS="poolpage.page,poolpage.data,notes.healthz",
     )
     app.config.from_prefixed_env()  # FLASK_PEEWEE_POOL_* (values parsed as JSON)
     app.config.update({k: v for k, v in os.environ.items() if k.startswith("PEEWEE_POOL_")})
@@ -38,6 +48,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     pool.init_app(app)
     _create_tables(app)
     app.register_blueprint(bp)
+    app.register_blueprint(pool_page)
     return app
 
 
@@ -62,7 +73,8 @@ def _create_tables(app: Flask) -> None:
 
         @app.before_request
         def create_tables_once() -> None:
-            if pending:
+            # Not for the probe and the pool page: they must answer during the outage.
+            if pending and request.endpoint not in _NEED_NO_TABLES:
                 pool.database.create_tables([Note], safe=True)
                 pending.clear()
     finally:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import peewee
 from flask import Blueprint, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
+
+from flask_peewee_pool import PoolError
 
 from .models import Note, pool
 
@@ -22,8 +25,19 @@ def _clean_text(value: Any) -> str | None:
 
 @bp.get("/healthz")
 def healthz() -> ResponseReturnValue:
-    # A real round trip: a readiness probe must fail when the database does.
-    pool.database.execute_sql("SELECT 1")
+    # A real round trip: a readiness probe must fail when the database does, and say so
+    # in JSON with a 503 (not an HTML 500): load balancers and people read it.
+    try:
+        pool.database.execute_sql("SELECT 1")
+    except (peewee.OperationalError, peewee.InterfaceError, PoolError) as exc:
+        stats = pool.stats()
+        return {
+            "status": "unavailable",
+            # Pool errors name the pool and the database, never a password.
+            "error": f"{type(exc).__name__}: {exc}"[:500],
+            "pool": {"size": stats.size, "in_use": stats.in_use, "waiting": stats.waiting,
+                     "database_down": stats.database_down},
+        }, 503, {"Retry-After": "5"}
     stats = pool.stats()
     return {
         "status": "ok",

@@ -12,6 +12,17 @@ label ``<application name>[<pid>]`` (:func:`connection_label`), computed at each
 a forked worker's connections carry its own pid. ``flask pool-stats --server`` reads it back
 from ``pg_stat_activity`` / ``performance_schema.session_connect_attrs``.
 
+**Rotating credentials.** The ``password`` (or ``passwd``) connect parameter may be a
+callable returning the password, and a ``credentials`` parameter a callable returning a
+mapping of connect parameters (``user``, ``password``, ``host``, ...) that override the
+others: short-lived tokens (IAM-style authentication), a secret store's rotation, a
+fail-over address. They are called for each new connection, inside ``connect`` (which the
+pool runs with no lock held), never cached. One that raises becomes a
+:class:`CredentialsError` carrying only the exception's type: its message is withheld,
+since a secret store's error may quote the very secret. Connections opened before a
+rotation stay as they are (the server keeps an authenticated session), new ones use what
+the callable returns now.
+
 **External poolers.** ``external_pooler="pgbouncer"`` turns psycopg 3's automatic
 server-side prepared statements off (``prepare_threshold=None``): in PgBouncer's transaction
 mode consecutive transactions of one client run on different server connections, where a
@@ -179,6 +190,85 @@ def external_pooler_warnings(pooler: str | None, params: Mapping[str, Any], *,
     return found
 
 
+#: Connect parameters that may be given as a callable returning the value.
+CALLABLE_SECRETS = ("password", "passwd")
+#: The connect parameter naming a callable that returns several connect parameters.
+CREDENTIALS = "credentials"
+
+
+class CredentialsError(Exception):
+    """A credentials callable failed or returned something unusable.
+
+    The message names the parameter and the exception's type only; the pool wraps it in
+    its ``ConnectError`` (peewee layer: ``ConnectFailed``) naming the pool.
+    """
+
+
+def check_credentials(params: Mapping[str, Any]) -> None:
+    """ConfigError at start-up if ``credentials`` is given and is not callable."""
+    value = params.get(CREDENTIALS)
+    if CREDENTIALS in params and not callable(value):
+        raise ConfigError(CREDENTIALS, "expected a callable returning a mapping of connect "
+                          f"parameters (user, password, host, ...), got {type(value).__name__}")
+
+
+def has_dynamic_credentials(params: Mapping[str, Any]) -> bool:
+    """True if any connect parameter is evaluated per connect."""
+    return CREDENTIALS in params or any(callable(params.get(k)) for k in CALLABLE_SECRETS)
+
+
+def static_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` without what is evaluated per connect (for validation and descriptions):
+    a callable password becomes ``""``, ``credentials`` is dropped."""
+    out = {k: v for k, v in params.items() if k != CREDENTIALS}
+    for key in CALLABLE_SECRETS:
+        if callable(out.get(key)):
+            out[key] = ""
+    return out
+
+
+def resolve_credentials(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The connect parameters for one new connection: every callable called now.
+
+    Raises :class:`CredentialsError` (no secret in it, no exception chained to it) when a
+    callable raises an ``Exception`` or returns the wrong type; a ``BaseException``
+    (KeyboardInterrupt, SystemExit, gevent.Timeout) propagates unchanged.
+    """
+    if not has_dynamic_credentials(params):
+        return dict(params)
+    resolved = static_params(params)
+    failure: str | None = None
+    source = params.get(CREDENTIALS)
+    try:
+        if source is not None:
+            failure = f"{CREDENTIALS!r} callable"
+            values = source()
+            if not isinstance(values, Mapping):
+                raise CredentialsError(f"the {CREDENTIALS!r} callable returned "
+                                       f"{type(values).__name__}, expected a mapping")
+            resolved.update(values)
+        for key in CALLABLE_SECRETS:
+            getter = params.get(key)
+            if callable(getter) and not (source is not None and key in values):
+                failure = f"{key!r} callable"
+                value = getter()
+                if not isinstance(value, (str, bytes)):
+                    raise CredentialsError(f"the {key!r} callable returned "
+                                           f"{type(value).__name__}, expected str")
+                resolved[key] = value
+        failure = None
+    except CredentialsError:
+        raise
+    except Exception as exc:
+        kind = type(exc).__name__
+    else:
+        return resolved
+    # Raised outside the except block: nothing chains the original (its message, its
+    # traceback's locals) to what the pool logs and re-raises.
+    raise CredentialsError(f"the {failure} raised {kind} (its message is withheld: it may "
+                           "contain a secret)")
+
+
 @runtime_checkable
 class Driver(Protocol):
     """What the pool needs from a database client library."""
@@ -285,6 +375,7 @@ class PyMySQLDriver:
         import pymysql
         from pymysql.constants import SERVER_STATUS
 
+        check_credentials(connect_params)
         self._params = dict(connect_params)
         self._params.setdefault("autocommit", True)
         self._in_trans = SERVER_STATUS.SERVER_STATUS_IN_TRANS
@@ -292,7 +383,7 @@ class PyMySQLDriver:
         self._autocommit = bool(self._params["autocommit"])
         self._connection_class = _shared_ssl_connection_class(pymysql.connections.Connection)
         try:  # PyMySQL validates its arguments in __init__; defer_connect: no I/O
-            self._connection_class(**self._params, defer_connect=True)
+            self._connection_class(**static_params(self._params), defer_connect=True)
         except (TypeError, ValueError, LookupError, AttributeError, OSError) as exc:
             raise ConfigError("connect_args", f"PyMySQL rejects them: {exc}") from None
         #: Name part of the ``program_name`` label; None or "" sends none. An explicit
@@ -305,10 +396,12 @@ class PyMySQLDriver:
         return self._params
 
     def connect_params(self) -> dict[str, Any]:
-        """The parameters of the next connect (the label carries the current pid)."""
-        if self.application_name and not self._params.get("program_name"):
-            return {**self._params, "program_name": connection_label(self.application_name)}
-        return self._params
+        """The parameters of the next connect (the label carries the current pid; callable
+        credentials are called now)."""
+        params = resolve_credentials(self._params)
+        if self.application_name and not params.get("program_name"):
+            params["program_name"] = connection_label(self.application_name)
+        return params
 
     def connect(self, timeout: float | None = None) -> RawConnection:
         # PyMySQL's connect sends SET NAMES, then SET sql_mode / init_command if given, then
@@ -379,6 +472,7 @@ class MySQLClientDriver:
                  external_pooler: str | None = None, **connect_params: Any) -> None:
         import MySQLdb.connections
 
+        check_credentials(connect_params)
         params = dict(connect_params)
         params.pop("program_name", None)  # PyMySQL-only
         params.setdefault("autocommit", True)
@@ -393,7 +487,7 @@ class MySQLClientDriver:
         return self._params
 
     def connect(self) -> RawConnection:
-        return self._connection_class(**self._params)
+        return self._connection_class(**resolve_credentials(self._params))
 
     def ping(self, raw: RawConnection) -> None:
         raw.ping()
@@ -513,10 +607,12 @@ class PostgresDriver:
         psycopg3: bool = True,
         **connect_params: Any,
     ) -> None:
+        check_credentials(connect_params)
         self._params = connect_params
         self._connect = connect or self._connect_psycopg
         self._description = (
-            _describe_params("postgresql", connect_params) if connect is None else description
+            _describe_params("postgresql", static_params(connect_params))
+            if connect is None else description
         )
         self.application_name = application_name or None
         self.external_pooler = normalize_external_pooler(external_pooler, kind=self.kind)
@@ -525,7 +621,8 @@ class PostgresDriver:
     def _connect_psycopg(self, **extra: Any) -> RawConnection:
         import psycopg
 
-        params = {**extra, **self._params}  # what the caller set explicitly wins
+        # What the caller set explicitly wins; callable credentials are called now.
+        params = resolve_credentials({**extra, **self._params})
         conninfo = params.pop("conninfo", "")
         return psycopg.connect(conninfo, autocommit=True, **params)
 

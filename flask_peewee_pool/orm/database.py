@@ -47,9 +47,11 @@ from ..core.drivers import (
     PyMySQLDriver,
     SqliteDriver,
     _describe_params,
+    check_credentials,
     external_pooler_warnings,
     normalize_application_name,
     normalize_external_pooler,
+    resolve_credentials,
 )
 from ..core.options import PoolOptions
 from ..core.pool import ConnectionPool, PooledConnection
@@ -373,6 +375,7 @@ class PooledPostgresqlDatabase(PooledDatabase, peewee.PostgresqlDatabase):
     kind = "postgresql"
 
     def _make_driver(self) -> Driver:
+        check_credentials(self.connect_params)
         params = {k: v for k, v in self.connect_params.items() if k != "password"}
         params["database"] = self.database
         description = _describe_params("postgresql", params)
@@ -393,7 +396,7 @@ class PooledPostgresqlDatabase(PooledDatabase, peewee.PostgresqlDatabase):
     def _open_connection(self, **extra: Any) -> Any:
         # The driver's per-connect parameters (label with the current pid, PgBouncer's
         # prepare_threshold) are defaults: what the user passed explicitly wins.
-        params = {**extra, **self.connect_params}
+        params = resolve_credentials({**extra, **self.connect_params})  # callables called now
         return peewee.PostgresqlDatabase._connect(_ParamsView(self, params))  # type: ignore[arg-type]
 
 
