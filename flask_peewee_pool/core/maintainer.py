@@ -26,6 +26,7 @@ import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from . import concurrency
 from .errors import ConnectError, PoolClosed
 
 if TYPE_CHECKING:
@@ -70,8 +71,14 @@ class Maintainer:
     def start(self) -> None:
         name = f"fpp-maintainer-{self.pool.name}"
         self._job_thread_prefix = name
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=self.pool.options.maintenance_concurrency, thread_name_prefix=name)
+        if concurrency.threading_patched():
+            # Under gevent a job is a greenlet: cheap, and no ThreadPoolExecutor whose
+            # module-level lock may predate the patching (held across a greenlet switch).
+            self._executor = _GreenletExecutor(name)
+        else:
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.pool.options.maintenance_concurrency,
+                thread_name_prefix=name)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -143,6 +150,8 @@ class Maintainer:
     def tick(self, now: float) -> None:
         """Run every duty that is due at ``now``."""
         pool = self.pool
+        if pool._abandoned:
+            pool.reclaim_abandoned()
         for conn, reason in pool.take_retiring():
             self._submit(lambda c=conn, r=reason: self._close(c, r))
         if pool.closed:
@@ -190,8 +199,10 @@ class Maintainer:
 
     # ---------------------------------------------------------------- jobs
 
-    def _open(self, seg: object) -> PooledConnection | None:
+    def _open(self, seg: object | None) -> PooledConnection | None:
         pool = self.pool
+        if seg is None:  # reuse_slot() freed the slot: the pool is shrinking or closed
+            return None
         if pool.clock() < self._next_connect_at:  # in backoff: give the slot back
             pool.unreserve(seg)  # type: ignore[arg-type]
             return None
@@ -208,23 +219,31 @@ class Maintainer:
 
     def _close(self, conn: PooledConnection, reason: str) -> None:
         pool = self.pool
-        pool.close_raw(conn)
-        if reason in ("lifetime", "keepalive") and not pool.closed:
-            self._open(pool.reuse_slot(conn, reason))
-        else:
+        if reason not in ("lifetime", "keepalive") or pool.closed:
+            pool.close_and_release(conn, reason)
+            return
+        try:
+            pool.close_raw(conn)
+        except BaseException:  # interrupted: free the slot, reopen nothing
             pool.release_slot(conn, reason)
+            raise
+        self._open(pool.reuse_slot(conn, reason))  # None when shrinking: nothing opened
 
     def _recycle(self, old: PooledConnection, spare: object | None) -> None:
         """Replace ``old`` before its lifetime ends: open first if there is room."""
         pool = self.pool
         if spare is None:  # at the cap: the old one must go first
             self._close(old, "lifetime")
-        elif self._open(spare) is not None:
-            pool.close_raw(old)
-            pool.release_slot(old, "lifetime")
-        else:  # no replacement now: keep serving until it really expires
-            pool.install(old)
-            return
+        else:
+            try:
+                new = self._open(spare)
+            except BaseException:  # interrupted: the spare slot is freed, old serves on
+                pool.install(old)
+                raise
+            if new is None:  # no replacement now: keep serving until it really expires
+                pool.install(old)
+                return
+            pool.close_and_release(old, "lifetime")
         pool.count("recycled")
 
     def _keepalive(self, conn: PooledConnection) -> None:
@@ -235,6 +254,9 @@ class Maintainer:
         except Exception as exc:
             ok = False
             logger.info("pool %r: keepalive ping failed, replacing: %s", pool.name, exc)
+        except BaseException:  # interrupted mid-ping: the protocol state is unknown
+            pool.close_and_release(conn, "broken")
+            raise
         with conn.segment.lock:
             conn.segment.counters.keepalive_pings += 1
             if not ok:
@@ -244,14 +266,18 @@ class Maintainer:
             conn.last_checked_at = pool.clock()
             pool.install(conn)
         else:
-            pool.close_raw(conn)
-            self._open(pool.reuse_slot(conn, "keepalive"))
+            self._close(conn, "keepalive")
 
     def close_retiring(self) -> None:
         """Close every retiring connection now, in the calling thread (pool shutdown)."""
-        for conn, reason in self.pool.take_retiring():
-            self.pool.close_raw(conn)
-            self.pool.release_slot(conn, reason)
+        taken = self.pool.take_retiring()
+        try:
+            while taken:
+                conn, reason = taken.pop()
+                self.pool.close_and_release(conn, reason)
+        except BaseException:  # interrupted: the rest go back to the maintainer's queue
+            self.pool._retiring.extend(taken)
+            raise
 
     # ---------------------------------------------------------------- outage
 
@@ -294,3 +320,18 @@ class Maintainer:
                 "checked out at:\n%s", self.pool.name, now - conn.checked_out_at,
                 conn.holder, threshold, stack)
 
+
+class _GreenletExecutor:
+    """The executor's two methods, each job in its own (gevent-patched) thread."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._shutdown = False
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        if self._shutdown:
+            raise RuntimeError("executor shut down")
+        threading.Thread(target=fn, name=f"{self._name}-job", daemon=True).start()
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        self._shutdown = True
