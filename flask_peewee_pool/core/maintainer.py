@@ -24,7 +24,7 @@ import logging
 import threading
 import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import concurrency
 from .errors import ConnectError, PoolClosed
@@ -141,6 +141,21 @@ class Maintainer:
         except RuntimeError:  # executor shut down: do it here
             run()
 
+    def _submit_each(self, items: list[Any], job: Callable[[Any], None],
+                     undo: Callable[[Any], None]) -> None:
+        """Submit ``job(item)`` for each item taken out of the pool. If the tick is
+        interrupted (a job run inline raised a BaseException), the items not submitted yet
+        are put back with ``undo``: nothing taken out is stranded."""
+        pending = list(items)
+        try:
+            while pending:
+                item = pending.pop(0)
+                self._submit(lambda i=item: job(i))
+        except BaseException:
+            for item in pending:
+                undo(item)
+            raise
+
     def _budget(self) -> int:
         with self._lock:
             return max(0, self.pool.options.maintenance_concurrency - self._inflight)
@@ -152,30 +167,31 @@ class Maintainer:
         pool = self.pool
         if pool._abandoned:
             pool.reclaim_abandoned()
-        for conn, reason in pool.take_retiring():
-            self._submit(lambda c=conn, r=reason: self._close(c, r))
+        retiring = pool.take_retiring()
+        self._submit_each(retiring, lambda item: self._close(*item),
+                          lambda item: pool.retire(*item))
         if pool.closed:
             return
         opts = pool.options
         can_connect = now >= self._next_connect_at
         if opts.max_lifetime is not None and can_connect:
             horizon = min(1.0, opts.max_lifetime * 0.1) + TICK
-            for old in pool.withdraw_idle(lambda c: c.expires_at - horizon <= now,
-                                          self._budget()):
-                spare = pool.reserve_slot()
-                self._submit(lambda o=old, s=spare: self._recycle(o, s))
+            expiring = pool.withdraw_idle(lambda c: c.expires_at - horizon <= now,
+                                          self._budget())
+            self._submit_each(expiring, lambda old: self._recycle(old, pool.reserve_slot()),
+                              pool.install)
         if opts.idle_timeout is not None:
             excess = pool.idle_count() - opts.min_idle  # the same measure _refill tops up
             if excess > 0:
                 cutoff = now - opts.idle_timeout
-                for conn in pool.withdraw_idle(lambda c: c.last_used_at <= cutoff,
-                                               min(excess, self._budget())):
-                    self._submit(lambda c=conn: self._close(c, "idle"))
+                idle = pool.withdraw_idle(lambda c: c.last_used_at <= cutoff,
+                                          min(excess, self._budget()))
+                self._submit_each(idle, lambda c: self._close(c, "idle"), pool.install)
         if opts.keepalive is not None:
             cutoff = now - opts.keepalive
-            for conn in pool.withdraw_idle(
-                    lambda c: max(c.last_used_at, c.last_checked_at) <= cutoff, self._budget()):
-                self._submit(lambda c=conn: self._keepalive(c))
+            due = pool.withdraw_idle(
+                lambda c: max(c.last_used_at, c.last_checked_at) <= cutoff, self._budget())
+            self._submit_each(due, self._keepalive, pool.install)
         if opts.min_idle and can_connect:
             self._refill()
         if opts.leak_threshold is not None:
@@ -222,11 +238,7 @@ class Maintainer:
         if reason not in ("lifetime", "keepalive") or pool.closed:
             pool.close_and_release(conn, reason)
             return
-        try:
-            pool.close_raw(conn)
-        except BaseException:  # interrupted: free the slot, reopen nothing
-            pool.release_slot(conn, reason)
-            raise
+        pool.close_raw(conn, reason)
         self._open(pool.reuse_slot(conn, reason))  # None when shrinking: nothing opened
 
     def _recycle(self, old: PooledConnection, spare: object | None) -> None:
@@ -255,7 +267,7 @@ class Maintainer:
             ok = False
             logger.info("pool %r: keepalive ping failed, replacing: %s", pool.name, exc)
         except BaseException:  # interrupted mid-ping: the protocol state is unknown
-            pool.close_and_release(conn, "broken")
+            pool.retire(conn, "broken")
             raise
         with conn.segment.lock:
             conn.segment.counters.keepalive_pings += 1

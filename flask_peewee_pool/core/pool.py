@@ -742,20 +742,29 @@ class ConnectionPool:
                 break
         return taken
 
-    def close_raw(self, conn: PooledConnection) -> None:
+    def close_raw(self, conn: PooledConnection, reason: str = "broken") -> None:
         """Close a retiring connection's socket (no lock held).
 
-        Never raises an ``Exception``; an interrupting ``BaseException`` propagates, with the
-        connection marked closed all the same (its slot is the caller's to release).
+        Never raises an ``Exception``. Interrupted by a ``BaseException``, the close did not
+        complete: the connection goes back to the retiring queue (its slot still counted,
+        so the cap holds) for the maintainer to close again, and the exception propagates.
         """
         try:
             self.driver.close(conn.raw)
         except Exception as exc:
             logger.debug("pool %r: error closing a connection: %s", self.name, exc)
-        finally:
-            with conn.segment.lock:
-                conn.state = CLOSED
-                self._open_conns.discard(conn)
+        except BaseException:
+            self.retire(conn, reason)
+            raise
+        with conn.segment.lock:
+            conn.state = CLOSED
+            self._open_conns.discard(conn)
+
+    def retire(self, conn: PooledConnection, reason: str) -> None:
+        """(Re)queue a connection taken out of circulation for the maintainer to close."""
+        with conn.segment.lock:
+            if not self._retire_locked(conn, reason):  # retired before: queue it again
+                self._retiring.append((conn, reason))
 
     def release_slot(self, conn: PooledConnection, reason: str) -> None:
         """Free a closed connection's slot and let a waiter use it."""
@@ -769,11 +778,10 @@ class ConnectionPool:
             self._dispatch()
 
     def close_and_release(self, conn: PooledConnection, reason: str) -> None:
-        """Close ``conn`` and free its slot, the slot even if the close is interrupted."""
-        try:
-            self.close_raw(conn)
-        finally:
-            self.release_slot(conn, reason)
+        """Close ``conn`` and free its slot (an interrupted close keeps both: see
+        :meth:`close_raw`)."""
+        self.close_raw(conn, reason)
+        self.release_slot(conn, reason)
 
     def _count_retired_locked(self, seg: _Segment, reason: str) -> None:
         seg.counters.closed += 1

@@ -33,6 +33,11 @@ class LockViolation(BaseException):
     """A driver method ran while the calling thread held a pool lock."""
 
 
+class Interrupt(BaseException):
+    """What an interrupted step raises (stands for KeyboardInterrupt, SystemExit,
+    gevent.Timeout, GreenletExit): a ``BaseException`` the pool must not swallow."""
+
+
 # ---------------------------------------------------------------------------------------
 # Clock
 # ---------------------------------------------------------------------------------------
@@ -225,6 +230,11 @@ class FakeConnection:
         self.pings = 0
         #: Thread ident of the test code holding it (set by :func:`take`).
         self.holder: int | None = None
+        #: Statements run through ``cursor().execute()``: what the "server" received.
+        self.executed: list[str] = []
+
+    def cursor(self) -> FakeCursor:
+        return FakeCursor(self)
 
     @property
     def open(self) -> bool:
@@ -233,6 +243,29 @@ class FakeConnection:
     def __repr__(self) -> str:
         state = "closed" if self.closed else "discarded" if self.discarded else "open"
         return f"<FakeConnection #{self.id} {state}>"
+
+
+class FakeCursor:
+    """Enough of a DB-API cursor for peewee's ``execute_sql``; records what is sent."""
+
+    def __init__(self, raw: FakeConnection) -> None:
+        self.raw = raw
+        self.description = None
+        self.rowcount = 0
+        self.lastrowid = None
+
+    def execute(self, sql: str, params: Any = ()) -> None:
+        self.raw.driver._enter("execute", self.raw)
+        self.raw.executed.append(sql)
+
+    def fetchone(self) -> Any:
+        return (1,)
+
+    def fetchall(self) -> list[Any]:
+        return [(1,)]
+
+    def close(self) -> None:
+        pass
 
 
 class Blocker:
@@ -284,6 +317,10 @@ class FakeDriver:
         self.open_now = 0
         self.max_open = 0
         self._blockers: list[Blocker] = []
+        #: method -> n: the n-th next call of that method raises :class:`Interrupt`
+        #: (before doing anything), once.
+        self.interrupt_at: dict[str, int] = {}
+        self.interrupted: list[str] = []
 
     # ------------------------------------------------------------- test controls
 
@@ -338,6 +375,15 @@ class FakeDriver:
                         f"driver.{method} on {raw!r} in thread {thread.name!r} while "
                         f"another thread holds it")
             blockers = [b for b in self._blockers if b.method == method]
+            countdown = self.interrupt_at.get(method)
+            if countdown is not None:
+                if countdown <= 1:
+                    del self.interrupt_at[method]
+                    self.interrupted.append(method)
+                else:
+                    self.interrupt_at[method] = countdown - 1
+        if countdown is not None and countdown <= 1:
+            raise Interrupt(f"interrupted in driver.{method}")
         for blocker in blockers:
             if blocker.gate.is_set() or (blocker.match is not None and not blocker.match(raw)):
                 continue
