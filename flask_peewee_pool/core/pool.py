@@ -56,7 +56,8 @@ RETIRING = "retiring"  # slot still counted; waiting for the maintainer to close
 CLOSED = "closed"
 
 _USE_DEFAULT: Any = object()
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+#: The whole flask_peewee_pool package (core/ and orm/ alike): not application code.
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class PooledConnection:
@@ -905,9 +906,9 @@ class ConnectionPool:
                 continue
             count += 1
             logger.warning(
-                "pool %r: %s ended without returning its connection (checked out at %s, "
-                "%.1f s ago); taken back. Return connections with db.close() or "
-                "connection_context().", self.name, conn.holder or "a thread",
+                "pool %r: thread %r ended without returning its connection (checked out at "
+                "%s, %.1f s ago); taken back. Return connections with db.close() or "
+                "db.connection_context().", self.name, conn.holder,
                 _format_origin(conn.origin), self.clock() - conn.checked_out_at)
             with contextlib.suppress(CheckinError):
                 self.checkin(conn)
