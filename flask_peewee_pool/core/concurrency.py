@@ -27,13 +27,16 @@ try:  # greenlet ships with gevent (and SQLAlchemy); without it, holders are thr
 except ImportError:  # pragma: no cover - exercised only where greenlet is absent
     _getcurrent = None
 
+#: The current holder object: the greenlet (a thread's main greenlet in plain threads) or,
+#: without the greenlet package, the thread. ``id(current_holder())`` is the holder key;
+#: callers on hot paths inline that (one C call, one builtin) instead of calling
+#: :func:`holder_key`. Never keep the object itself: a dead greenlet must be collectable.
+current_holder: Callable[[], Any] = _getcurrent or threading.current_thread
 
-if _getcurrent is not None:
-    def holder_key() -> int:
-        """An int naming the current greenlet (a thread's main greenlet in plain threads)."""
-        return id(_getcurrent())  # type: ignore[misc]
-else:  # pragma: no cover
-    holder_key = threading.get_ident
+
+def holder_key() -> int:
+    """An int naming the current holder (see :data:`current_holder`)."""
+    return id(current_holder())
 
 
 def describe_holder() -> str:
@@ -105,7 +108,10 @@ def on_patch_all(callback: Callable[[], None]) -> None:
 
 
 def _notify(event: Any) -> None:
-    if type(event).__name__ != "GeventDidPatchAllEvent":
+    kind = type(event).__name__
+    if not (kind == "GeventDidPatchAllEvent" or (
+            kind == "GeventDidPatchModuleEvent"
+            and getattr(event, "module_name", None) == "threading")):
         return
     for callback in list(_patch_callbacks):
         callback()

@@ -56,6 +56,7 @@ RETIRING = "retiring"  # slot still counted; waiting for the maintainer to close
 CLOSED = "closed"
 
 _USE_DEFAULT: Any = object()
+_current_holder = concurrency.current_holder
 #: The whole flask_peewee_pool package (core/ and orm/ alike): not application code.
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -282,7 +283,7 @@ class ConnectionPool:
     def _claim(self, conn: PooledConnection) -> PooledConnection:
         """Record who holds ``conn`` and where they took it: in the receiving thread, with
         no lock held (the connection is ours alone; capturing the stack may stat files)."""
-        conn.holder_key = concurrency.holder_key()
+        conn.holder_key = id(_current_holder())
         conn.holder = threading.current_thread().name
         conn.origin = _application_frame()
         conn.site = self._capture_site() if self._track_sites else None

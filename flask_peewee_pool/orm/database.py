@@ -77,19 +77,20 @@ class WrongHolder(errors.HolderError, peewee.InterfaceError):
 
 
 class _Lease:
-    """Put in the holder's peewee state next to the connection it checked out.
+    """One per holder, in its peewee state: the connection it holds, if any.
 
-    The state is thread-local (greenlet-local under gevent): when the holder ends without
-    returning its connection, the state is freed, and so is the lease, whose finalizer
-    tells the pool (lock-free; the pool rolls back and reuses the connection later).
-    A normal return disarms it first.
+    The state is thread-local (greenlet-local under gevent): when the holder ends, the
+    state is freed and so is the lease, whose finalizer tells the pool if a connection is
+    still held (lock-free; the pool rolls it back and reuses it later). A return clears
+    ``pooled`` first. Made once per holder, not per checkout: nothing to allocate or
+    finalize on the hot path.
     """
 
     __slots__ = ("checkout", "pooled")
 
-    def __init__(self, pooled: PooledConnection) -> None:
-        self.pooled: PooledConnection | None = pooled
-        self.checkout = pooled.checkouts
+    def __init__(self) -> None:
+        self.pooled: PooledConnection | None = None
+        self.checkout = 0
 
     def __del__(self) -> None:
         pooled = self.pooled
@@ -99,21 +100,29 @@ class _Lease:
 
 
 class _PooledState(peewee._ConnectionState):
-    """peewee's per-thread connection state, plus the pooled connection and its lease."""
+    """peewee's per-thread connection state, plus the pooled connection and the lease."""
 
     pooled: PooledConnection | None
-    lease: _Lease | None
+    lease: _Lease
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.lease = _Lease()  # per thread: a thread-local runs __init__ in each thread
+        super().__init__(**kwargs)
 
     def reset(self) -> None:
-        lease = getattr(self, "lease", None)
-        if lease is not None:
-            lease.pooled = None  # returned (or forgotten) on purpose: not abandoned
-        super().reset()
+        # peewee's reset, inlined (it runs at every return), plus ours.
+        self.lease.pooled = None  # returned (or forgotten) on purpose: not abandoned
         self.pooled = None
-        self.lease = None
+        self.closed = True
+        self.conn = None
+        self.ctx = []
+        self.transactions = []
+        self.commit_callbacks = []
 
 
 _LOCAL_STATE_CLASSES: dict[type, type] = {}
+_REAL_LOCAL = concurrency._REAL_LOCAL
+_current_holder = concurrency.current_holder
 
 
 def _new_state(thread_safe: bool) -> _PooledState:
@@ -265,7 +274,7 @@ class PooledDatabase:
             raise peewee.InterfaceError(
                 "Error, database must be initialized before opening a connection.")
         state = self._state  # type: ignore[attr-defined]
-        if not concurrency.is_current_local(state):
+        if threading.local is not _REAL_LOCAL and not concurrency.is_current_local(state):
             state = self._adopt_threading()
         if not state.closed:
             if reuse_if_open:
@@ -274,18 +283,39 @@ class PooledDatabase:
         pooled = self._checkout()
         state.set_connection(pooled.raw)
         state.pooled = pooled
-        state.lease = _Lease(pooled)
+        lease = state.lease
+        lease.pooled = pooled
+        lease.checkout = pooled.checkouts
         if self.server_version is None or self._has_connection_hook:  # type: ignore[attr-defined]
             self._initialize_checkout(pooled)
         return True
 
     def cursor(self, named_cursor: Any = None) -> Any:
-        """peewee's ``cursor()``, after checking the caller holds the connection."""
-        pooled = self._state.pooled  # type: ignore[attr-defined]
-        if (pooled is not None and pooled.holder_key != concurrency.holder_key()
-                and self.check_holder):
+        """peewee's ``cursor()``, after checking the caller holds the connection.
+
+        Every query takes its cursor here, so this is the one cheap place to catch two
+        holders on one connection, before a byte is sent.
+        """
+        state = self._state  # type: ignore[attr-defined]
+        pooled = state.pooled
+        if pooled is None:  # not connected: peewee autoconnects (or raises)
+            return super().cursor(named_cursor)  # type: ignore[misc]
+        if pooled.holder_key != id(_current_holder()) and self.check_holder:
             raise WrongHolder(self._wrong_holder_message(pooled))
+        if named_cursor is None and self._peewee_cursor:
+            return state.conn.cursor()  # what peewee.Database.cursor does when connected
         return super().cursor(named_cursor)  # type: ignore[misc]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # True when the cursor() after ours in the MRO is peewee's own: then the connected
+        # case can be answered here without the extra call.
+        after = cls.__mro__[cls.__mro__.index(PooledDatabase) + 1:]
+        following = next((k.__dict__["cursor"] for k in after if "cursor" in k.__dict__),
+                         None)
+        cls._peewee_cursor = following is peewee.Database.cursor
+
+    _peewee_cursor = False
 
     def _wrong_holder_message(self, pooled: PooledConnection) -> str:
         from ..core.pool import _format_origin
