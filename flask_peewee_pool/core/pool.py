@@ -72,6 +72,7 @@ class PooledConnection:
         "expires_at",
         "holder",
         "holder_key",
+        "interrupted",
         "last_checked_at",
         "last_used_at",
         "leak_warned",
@@ -102,6 +103,10 @@ class PooledConnection:
         self.holder_key = 0
         #: Handed to the maintainer for closing (once: retirement is idempotent).
         self.retired = False
+        #: A query on it was interrupted by a BaseException (gevent.Timeout, a kill): the
+        #: protocol may be out of step (a late reply would answer the next query), so it
+        #: is closed at checkin, never reused. Set by the database layer.
+        self.interrupted = False
         self.site: Any = None
         self.leak_warned = False
         self.reclaimed = False
@@ -613,6 +618,8 @@ class ConnectionPool:
         driver = self.driver
         reset = self.options.reset
         interrupted: BaseException | None = None
+        if conn.interrupted:
+            broken = True
         if not broken:
             try:
                 broken = not driver.is_usable(conn.raw)

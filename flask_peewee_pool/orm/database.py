@@ -317,6 +317,19 @@ class PooledDatabase:
 
     _peewee_cursor = False
 
+    def execute_sql(self, sql: str, params: Any = None) -> Any:
+        """peewee's ``execute_sql``; a query interrupted by a ``BaseException`` (gevent's
+        Timeout, a killed greenlet, Ctrl-C) marks the connection for closing at checkin:
+        its reply may still arrive and would answer the next query."""
+        try:
+            return super().execute_sql(sql, params)  # type: ignore[misc]
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                pooled = self._state.pooled  # type: ignore[attr-defined]
+                if pooled is not None:
+                    pooled.interrupted = True
+            raise
+
     def _wrong_holder_message(self, pooled: PooledConnection) -> str:
         from ..core.pool import _format_origin
 
