@@ -966,8 +966,8 @@ class ConnectionPool:
                 f"pool {self.name!r} was used before gevent.monkey.patch_all() in this "
                 "process (its maintainer runs as a real thread with real locks, which would "
                 "block every greenlet). Call gevent.monkey.patch_all() before the first "
-                "query: first thing in the entry point, or let gunicorn's gevent worker do "
-                "it and make no query at import time with --preload.")
+                "query: first thing in the entry point (gunicorn's gevent worker does; with "
+                "--preload a query in the master is fine, the worker is a new process).")
             self._maintainer_started = False  # route the next checkout to the cold path
             return
         with self._start_lock:

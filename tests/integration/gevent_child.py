@@ -226,7 +226,25 @@ def _preload_worker(db: Any) -> dict[str, Any]:
     return report
 
 
+def used_before_patch(params: dict[str, Any]) -> dict[str, Any]:
+    """Used (maintainer thread running) before patching, in the same process: the first
+    checkout after patch_all() must fail with what to change, not deadlock or share."""
+    db = _make_db(params, max_connections=2, timeout=5)
+    with db.connection_context():
+        db.execute_sql("SELECT 1").fetchone()
+    from gevent import monkey
+
+    monkey.patch_all()
+    try:
+        db.connect()
+        return {"error": None}
+    except Exception as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
 if __name__ == "__main__":
     mode, raw = sys.argv[1], sys.argv[2]
-    out = {"interrupts": interrupts, "preload": preload}[mode](json.loads(raw))
+    scenarios = {"interrupts": interrupts, "preload": preload,
+                 "used_before_patch": used_before_patch}
+    out = scenarios[mode](json.loads(raw))
     print(json.dumps(out))

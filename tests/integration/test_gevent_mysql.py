@@ -69,3 +69,10 @@ def test_preload_then_patch_serves_every_greenlet_its_own_session(
     # Two processes (the "master" and its forked "worker"), each within its cap of 4.
     assert monitor.maximum <= 2 * 4
     mysql_pool_user.wait_until(0, timeout=10)
+
+
+def test_used_before_patching_in_the_same_process_fails_with_the_fix(
+        mysql_pool_user: Any) -> None:
+    report = _run("used_before_patch", mysql_pool_user)
+    assert report["error"] is not None
+    assert "patch_all()" in report["error"] and "before the first query" in report["error"]
