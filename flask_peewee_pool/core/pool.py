@@ -884,7 +884,10 @@ class ConnectionPool:
                     self._retire_locked(conn, "broken")
                     reclaimed += 1
         if reclaimed:
-            self.maintainer.wake()
+            if self._closed:
+                self.maintainer.close_retiring()  # the maintainer is stopped: close here
+            else:
+                self.maintainer.wake()
         return reclaimed
 
     def abandoned(self, conn: PooledConnection, checkout: int) -> None:
