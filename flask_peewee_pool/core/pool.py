@@ -688,7 +688,13 @@ class ConnectionPool:
             finally:
                 if handoff:
                     self._waiters_lock.release()
-        self._after_return()
+        if self._retiring:
+            if self._closed:
+                self.maintainer.close_retiring()
+            else:
+                self.maintainer.wake()
+        if self._waiters:
+            self._dispatch()
         if interrupted is not None:
             raise interrupted
 

@@ -100,19 +100,22 @@ class _Lease:
 
 
 class _PooledState(peewee._ConnectionState):
-    """peewee's per-thread connection state, plus the pooled connection and the lease."""
+    """peewee's per-thread connection state, plus the lease: the pooled connection held."""
 
-    pooled: PooledConnection | None
     lease: _Lease
 
     def __init__(self, **kwargs: Any) -> None:
         self.lease = _Lease()  # per thread: a thread-local runs __init__ in each thread
         super().__init__(**kwargs)
 
+    @property
+    def pooled(self) -> PooledConnection | None:
+        """The pooled connection this holder has checked out (None: not connected)."""
+        return self.lease.pooled
+
     def reset(self) -> None:
         # peewee's reset, inlined (it runs at every return), plus ours.
         self.lease.pooled = None  # returned (or forgotten) on purpose: not abandoned
-        self.pooled = None
         self.closed = True
         self.conn = None
         self.ctx = []
@@ -280,9 +283,15 @@ class PooledDatabase:
             if reuse_if_open:
                 return False
             raise peewee.OperationalError("Connection already opened.")
-        pooled = self._checkout()
+        try:  # inlined: one frame less for the checkout's origin walk and for the CPU
+            pooled = self.pool.checkout()
+        except errors.ConnectError as exc:
+            raise ConnectFailed(str(exc)) from exc.__cause__
+        except errors.PoolTimeout as exc:
+            raise CheckoutTimeout(str(exc)) from None
+        except errors.PoolExhausted as exc:
+            raise CheckoutRejected(str(exc)) from None
         state.set_connection(pooled.raw)
-        state.pooled = pooled
         lease = state.lease
         lease.pooled = pooled
         lease.checkout = pooled.checkouts
@@ -297,7 +306,7 @@ class PooledDatabase:
         holders on one connection, before a byte is sent.
         """
         state = self._state  # type: ignore[attr-defined]
-        pooled = state.pooled
+        pooled = state.lease.pooled
         if pooled is None:  # not connected: peewee autoconnects (or raises)
             return super().cursor(named_cursor)  # type: ignore[misc]
         if pooled.holder_key != id(_current_holder()) and self.check_holder:
@@ -325,7 +334,7 @@ class PooledDatabase:
             return super().execute_sql(sql, params)  # type: ignore[misc]
         except BaseException as exc:
             if not isinstance(exc, Exception):
-                pooled = self._state.pooled  # type: ignore[attr-defined]
+                pooled = self._state.lease.pooled  # type: ignore[attr-defined]
                 if pooled is not None:
                     pooled.interrupted = True
             raise
@@ -376,16 +385,6 @@ class PooledDatabase:
             pooled.pool.checkin(pooled, broken=True)
             raise
 
-    def _checkout(self) -> PooledConnection:
-        try:
-            return self.pool.checkout()
-        except errors.ConnectError as exc:
-            raise ConnectFailed(str(exc)) from exc.__cause__
-        except errors.PoolTimeout as exc:
-            raise CheckoutTimeout(str(exc)) from None
-        except errors.PoolExhausted as exc:
-            raise CheckoutRejected(str(exc)) from None
-
     def _connect(self) -> Any:
         raise peewee.InterfaceError("pooled databases connect through connect()")
 
@@ -411,7 +410,7 @@ class PooledDatabase:
     def _release(self, *, broken: bool) -> bool:
         state = self._state  # type: ignore[attr-defined]
         is_open = not state.closed
-        pooled: PooledConnection | None = state.pooled
+        pooled: PooledConnection | None = state.lease.pooled
         state.reset()
         if is_open and pooled is not None and not pooled.reclaimed:
             # To the pool it came from: after init() that is the old (closed) pool, which
