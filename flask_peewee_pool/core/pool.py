@@ -641,6 +641,8 @@ class ConnectionPool:
         try:
             with seg.lock:
                 if conn.reclaimed:  # reclaim() won the race: nothing left to do
+                    if interrupted is not None:
+                        raise interrupted
                     return
                 if conn.state != IN_USE or conn not in seg.in_use:
                     if interrupted is not None:
