@@ -167,31 +167,31 @@ class Maintainer:
         pool = self.pool
         if pool._abandoned:
             pool.reclaim_abandoned()
-        retiring = pool.take_retiring()
+        retiring = pool._take_retiring()
         self._submit_each(retiring, lambda item: self._close(*item),
-                          lambda item: pool.retire(*item))
+                          lambda item: pool._queue_for_close(*item))
         if pool.closed:
             return
         opts = pool.options
         can_connect = now >= self._next_connect_at
         if opts.max_lifetime is not None and can_connect:
             horizon = min(1.0, opts.max_lifetime * 0.1) + TICK
-            expiring = pool.withdraw_idle(lambda c: c.expires_at - horizon <= now,
+            expiring = pool._withdraw_idle(lambda c: c.expires_at - horizon <= now,
                                           self._budget())
-            self._submit_each(expiring, lambda old: self._recycle(old, pool.reserve_slot()),
-                              pool.install)
+            self._submit_each(expiring, lambda old: self._recycle(old, pool._reserve_slot()),
+                              pool._install)
         if opts.idle_timeout is not None:
             excess = pool.idle_count() - opts.min_idle  # the same measure _refill tops up
             if excess > 0:
                 cutoff = now - opts.idle_timeout
-                idle = pool.withdraw_idle(lambda c: c.last_used_at <= cutoff,
+                idle = pool._withdraw_idle(lambda c: c.last_used_at <= cutoff,
                                           min(excess, self._budget()))
-                self._submit_each(idle, lambda c: self._close(c, "idle"), pool.install)
+                self._submit_each(idle, lambda c: self._close(c, "idle"), pool._install)
         if opts.keepalive is not None:
             cutoff = now - opts.keepalive
-            due = pool.withdraw_idle(
+            due = pool._withdraw_idle(
                 lambda c: max(c.last_used_at, c.last_checked_at) <= cutoff, self._budget())
-            self._submit_each(due, self._keepalive, pool.install)
+            self._submit_each(due, self._keepalive, pool._install)
         if opts.min_idle and can_connect:
             self._refill()
         if opts.leak_threshold is not None:
@@ -208,7 +208,7 @@ class Maintainer:
         deficit = min(pool.options.min_idle - stats.idle - stats.opening,
                       pool.options.max_connections - stats.size)
         for _ in range(min(deficit, self._budget())):
-            seg = pool.reserve_slot()
+            seg = pool._reserve_slot()
             if seg is None:
                 break
             self._submit(lambda s=seg: self._open(s))
@@ -217,29 +217,29 @@ class Maintainer:
 
     def _open(self, seg: object | None) -> PooledConnection | None:
         pool = self.pool
-        if seg is None:  # reuse_slot() freed the slot: the pool is shrinking or closed
+        if seg is None:  # _reuse_slot() freed the slot: the pool is shrinking or closed
             return None
         if pool.clock() < self._next_connect_at:  # in backoff: give the slot back
-            pool.unreserve(seg)  # type: ignore[arg-type]
+            pool._unreserve(seg)  # type: ignore[arg-type]
             return None
         try:
-            conn = pool.open_in_slot(seg)  # type: ignore[arg-type]
+            conn = pool._open_in_slot(seg)  # type: ignore[arg-type]
         except ConnectError as exc:
             self._connect_failed(exc)
             return None
         except PoolClosed:
             return None
         self.connect_succeeded()
-        pool.install(conn)
+        pool._install(conn)
         return conn
 
     def _close(self, conn: PooledConnection, reason: str) -> None:
         pool = self.pool
         if reason not in ("lifetime", "keepalive") or pool.closed:
-            pool.close_and_release(conn, reason)
+            pool._close_and_release(conn, reason)
             return
         pool.close_raw(conn, reason)
-        self._open(pool.reuse_slot(conn, reason))  # None when shrinking: nothing opened
+        self._open(pool._reuse_slot(conn, reason))  # None when shrinking: nothing opened
 
     def _recycle(self, old: PooledConnection, spare: object | None) -> None:
         """Replace ``old`` before its lifetime ends: open first if there is room."""
@@ -250,12 +250,12 @@ class Maintainer:
             try:
                 new = self._open(spare)
             except BaseException:  # interrupted: the spare slot is freed, old serves on
-                pool.install(old)
+                pool._install(old)
                 raise
             if new is None:  # no replacement now: keep serving until it really expires
-                pool.install(old)
+                pool._install(old)
                 return
-            pool.close_and_release(old, "lifetime")
+            pool._close_and_release(old, "lifetime")
         pool.count("recycled")
 
     def _keepalive(self, conn: PooledConnection) -> None:
@@ -267,7 +267,7 @@ class Maintainer:
             ok = False
             logger.info("pool %r: keepalive ping failed, replacing: %s", pool.name, exc)
         except BaseException:  # interrupted mid-ping: the protocol state is unknown
-            pool.retire(conn, "broken")
+            pool._queue_for_close(conn, "broken")
             raise
         with conn.segment.lock:
             conn.segment.counters.keepalive_pings += 1
@@ -276,17 +276,17 @@ class Maintainer:
                 conn.segment.counters.retired_broken += 1
         if ok:
             conn.last_checked_at = pool.clock()
-            pool.install(conn)
+            pool._install(conn)
         else:
             self._close(conn, "keepalive")
 
     def close_retiring(self) -> None:
         """Close every retiring connection now, in the calling thread (pool shutdown)."""
-        taken = self.pool.take_retiring()
+        taken = self.pool._take_retiring()
         try:
             while taken:
                 conn, reason = taken.pop()
-                self.pool.close_and_release(conn, reason)
+                self.pool._close_and_release(conn, reason)
         except BaseException:  # interrupted: the rest go back to the maintainer's queue
             self.pool._retiring.extend(taken)
             raise

@@ -423,7 +423,7 @@ class ConnectionPool:
         if conn is not None:
             self._put_back(conn)
         elif slot is not None:
-            self.unreserve(slot)
+            self._unreserve(slot)
 
     def _put_back(self, conn: PooledConnection) -> None:
         """Return a connection handed out but never used (no round trip needed)."""
@@ -514,14 +514,14 @@ class ConnectionPool:
         # Raises ConnectError with the slot released. Bounded by what is left of the
         # checkout's timeout (nothing left, as with timeout=0: by the driver's own bound).
         remaining = self._remaining(deadline)
-        conn = self.open_in_slot(
+        conn = self._open_in_slot(
             seg, timeout=remaining if remaining is not None and remaining > 0 else None)
         now = self.clock()
         with seg.lock:
             self._hand_out(seg, conn, start, now - start)
         return conn
 
-    def open_in_slot(self, seg: _Segment, timeout: float | None = None) -> PooledConnection:
+    def _open_in_slot(self, seg: _Segment, timeout: float | None = None) -> PooledConnection:
         """Connect into a slot already reserved in ``seg`` (no lock held).
 
         On failure the slot is released (and waiters told) before the error propagates.
@@ -534,13 +534,13 @@ class ConnectionPool:
             else:
                 raw = self.driver.connect()
         except Exception as exc:
-            self.unreserve(seg, failed=True)
+            self._unreserve(seg, failed=True)
             raise ConnectError(
                 f"pool {self.name!r}: cannot connect to {self.driver.describe()}: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
         except BaseException:  # interrupted: the slot is free again, the error unchanged
-            self.unreserve(seg)
+            self._unreserve(seg)
             raise
         now = self.clock()
         conn = PooledConnection(raw, self, seg, now, self._draw_expiry(now))
@@ -582,7 +582,7 @@ class ConnectionPool:
         if self.options.configure is not None:
             self.options.configure(raw)
 
-    def unreserve(self, seg: _Segment, *, failed: bool = False) -> None:
+    def _unreserve(self, seg: _Segment, *, failed: bool = False) -> None:
         """Give back a slot reserved for a connect that did not happen or failed."""
         with seg.lock:
             seg.opening -= 1
@@ -749,7 +749,7 @@ class ConnectionPool:
         self._retiring.append((conn, reason))
         return True
 
-    def take_retiring(self) -> list[tuple[PooledConnection, str]]:
+    def _take_retiring(self) -> list[tuple[PooledConnection, str]]:
         """Hand the retiring connections to the maintainer (their slots stay counted)."""
         taken = []
         while self._retiring:
@@ -771,19 +771,19 @@ class ConnectionPool:
         except Exception as exc:
             logger.debug("pool %r: error closing a connection: %s", self.name, exc)
         except BaseException:
-            self.retire(conn, reason)
+            self._queue_for_close(conn, reason)
             raise
         with conn.segment.lock:
             conn.state = CLOSED
             self._open_conns.discard(conn)
 
-    def retire(self, conn: PooledConnection, reason: str) -> None:
+    def _queue_for_close(self, conn: PooledConnection, reason: str) -> None:
         """(Re)queue a connection taken out of circulation for the maintainer to close."""
         with conn.segment.lock:
             if not self._retire_locked(conn, reason):  # retired before: queue it again
                 self._retiring.append((conn, reason))
 
-    def release_slot(self, conn: PooledConnection, reason: str) -> None:
+    def _release_slot(self, conn: PooledConnection, reason: str) -> None:
         """Free a closed connection's slot and let a waiter use it."""
         seg = conn.segment
         with seg.lock:
@@ -794,11 +794,11 @@ class ConnectionPool:
         if self._waiters:
             self._dispatch()
 
-    def close_and_release(self, conn: PooledConnection, reason: str) -> None:
+    def _close_and_release(self, conn: PooledConnection, reason: str) -> None:
         """Close ``conn`` and free its slot (an interrupted close keeps both: see
         :meth:`close_raw`)."""
         self.close_raw(conn, reason)
-        self.release_slot(conn, reason)
+        self._release_slot(conn, reason)
 
     def _count_retired_locked(self, seg: _Segment, reason: str) -> None:
         seg.counters.closed += 1
@@ -809,7 +809,7 @@ class ConnectionPool:
         elif reason == "broken":
             seg.counters.retired_broken += 1
 
-    def reuse_slot(self, old: PooledConnection, reason: str) -> _Segment | None:
+    def _reuse_slot(self, old: PooledConnection, reason: str) -> _Segment | None:
         """Account for ``old`` (closed) and keep its slot for a replacement.
 
         None, with the slot freed instead, when the segment is above its capacity (a
@@ -826,7 +826,7 @@ class ConnectionPool:
             seg.opening += 1
         return seg
 
-    def install(self, conn: PooledConnection) -> None:
+    def _install(self, conn: PooledConnection) -> None:
         """Make a connection opened (or pinged) by the maintainer available, to a waiter
         first; above capacity (a shrink draining) or after close, retire it instead."""
         seg = conn.segment
@@ -847,7 +847,7 @@ class ConnectionPool:
         if self._waiters:
             self._dispatch()
 
-    def withdraw_idle(self, predicate: Callable[[PooledConnection], bool],
+    def _withdraw_idle(self, predicate: Callable[[PooledConnection], bool],
                       limit: int) -> list[PooledConnection]:
         """Take up to ``limit`` idle connections matching ``predicate`` out of circulation.
 
@@ -868,7 +868,7 @@ class ConnectionPool:
                 seg.idle[:] = keep
         return taken
 
-    def reserve_slot(self) -> _Segment | None:
+    def _reserve_slot(self) -> _Segment | None:
         """Reserve a free slot for the maintainer (refill, replacement first)."""
         return self._reserve_any()
 
@@ -1030,7 +1030,7 @@ class ConnectionPool:
             self._waiters.clear()
         for waiter in waiters:
             waiter.event.set()
-        idle = self.withdraw_idle(lambda c: True, limit=sys.maxsize)
+        idle = self._withdraw_idle(lambda c: True, limit=sys.maxsize)
         for conn in idle:
             with conn.segment.lock:
                 self._retire_locked(conn, "closed")
@@ -1039,7 +1039,7 @@ class ConnectionPool:
 
     def close_idle(self) -> int:
         """Close every idle connection now (playhouse's ``close_idle``)."""
-        idle = self.withdraw_idle(lambda c: True, limit=sys.maxsize)
+        idle = self._withdraw_idle(lambda c: True, limit=sys.maxsize)
         for conn in idle:
             with conn.segment.lock:
                 self._retire_locked(conn, "idle")
