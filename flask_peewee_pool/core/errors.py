@@ -43,3 +43,10 @@ class ConnectError(PoolError):
 
 class CheckinError(PoolError):
     """A connection was returned twice, or returned to a pool that does not own it."""
+
+
+class HolderError(PoolError):
+    """A connection was used by a thread (greenlet) other than the one that checked it out.
+
+    Raised before anything is sent: one connection, one holder.
+    """

@@ -24,8 +24,9 @@ import logging
 import threading
 import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from . import concurrency
 from .errors import ConnectError, PoolClosed
 
 if TYPE_CHECKING:
@@ -70,8 +71,14 @@ class Maintainer:
     def start(self) -> None:
         name = f"fpp-maintainer-{self.pool.name}"
         self._job_thread_prefix = name
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=self.pool.options.maintenance_concurrency, thread_name_prefix=name)
+        if concurrency.threading_patched():
+            # Under gevent a job is a greenlet: cheap, and no ThreadPoolExecutor whose
+            # module-level lock may predate the patching (held across a greenlet switch).
+            self._executor = _GreenletExecutor(name)
+        else:
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.pool.options.maintenance_concurrency,
+                thread_name_prefix=name)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -134,6 +141,21 @@ class Maintainer:
         except RuntimeError:  # executor shut down: do it here
             run()
 
+    def _submit_each(self, items: list[Any], job: Callable[[Any], None],
+                     undo: Callable[[Any], None]) -> None:
+        """Submit ``job(item)`` for each item taken out of the pool. If the tick is
+        interrupted (a job run inline raised a BaseException), the items not submitted yet
+        are put back with ``undo``: nothing taken out is stranded."""
+        pending = list(items)
+        try:
+            while pending:
+                item = pending.pop(0)
+                self._submit(lambda i=item: job(i))
+        except BaseException:
+            for item in pending:
+                undo(item)
+            raise
+
     def _budget(self) -> int:
         with self._lock:
             return max(0, self.pool.options.maintenance_concurrency - self._inflight)
@@ -143,30 +165,33 @@ class Maintainer:
     def tick(self, now: float) -> None:
         """Run every duty that is due at ``now``."""
         pool = self.pool
-        for conn, reason in pool.take_retiring():
-            self._submit(lambda c=conn, r=reason: self._close(c, r))
+        if pool._abandoned:
+            pool.reclaim_abandoned()
+        retiring = pool._take_retiring()
+        self._submit_each(retiring, lambda item: self._close(*item),
+                          lambda item: pool._queue_for_close(*item))
         if pool.closed:
             return
         opts = pool.options
         can_connect = now >= self._next_connect_at
         if opts.max_lifetime is not None and can_connect:
             horizon = min(1.0, opts.max_lifetime * 0.1) + TICK
-            for old in pool.withdraw_idle(lambda c: c.expires_at - horizon <= now,
-                                          self._budget()):
-                spare = pool.reserve_slot()
-                self._submit(lambda o=old, s=spare: self._recycle(o, s))
+            expiring = pool._withdraw_idle(lambda c: c.expires_at - horizon <= now,
+                                          self._budget())
+            self._submit_each(expiring, lambda old: self._recycle(old, pool._reserve_slot()),
+                              pool._install)
         if opts.idle_timeout is not None:
             excess = pool.idle_count() - opts.min_idle  # the same measure _refill tops up
             if excess > 0:
                 cutoff = now - opts.idle_timeout
-                for conn in pool.withdraw_idle(lambda c: c.last_used_at <= cutoff,
-                                               min(excess, self._budget())):
-                    self._submit(lambda c=conn: self._close(c, "idle"))
+                idle = pool._withdraw_idle(lambda c: c.last_used_at <= cutoff,
+                                          min(excess, self._budget()))
+                self._submit_each(idle, lambda c: self._close(c, "idle"), pool._install)
         if opts.keepalive is not None:
             cutoff = now - opts.keepalive
-            for conn in pool.withdraw_idle(
-                    lambda c: max(c.last_used_at, c.last_checked_at) <= cutoff, self._budget()):
-                self._submit(lambda c=conn: self._keepalive(c))
+            due = pool._withdraw_idle(
+                lambda c: max(c.last_used_at, c.last_checked_at) <= cutoff, self._budget())
+            self._submit_each(due, self._keepalive, pool._install)
         if opts.min_idle and can_connect:
             self._refill()
         if opts.leak_threshold is not None:
@@ -183,48 +208,54 @@ class Maintainer:
         deficit = min(pool.options.min_idle - stats.idle - stats.opening,
                       pool.options.max_connections - stats.size)
         for _ in range(min(deficit, self._budget())):
-            seg = pool.reserve_slot()
+            seg = pool._reserve_slot()
             if seg is None:
                 break
             self._submit(lambda s=seg: self._open(s))
 
     # ---------------------------------------------------------------- jobs
 
-    def _open(self, seg: object) -> PooledConnection | None:
+    def _open(self, seg: object | None) -> PooledConnection | None:
         pool = self.pool
+        if seg is None:  # _reuse_slot() freed the slot: the pool is shrinking or closed
+            return None
         if pool.clock() < self._next_connect_at:  # in backoff: give the slot back
-            pool.unreserve(seg)  # type: ignore[arg-type]
+            pool._unreserve(seg)  # type: ignore[arg-type]
             return None
         try:
-            conn = pool.open_in_slot(seg)  # type: ignore[arg-type]
+            conn = pool._open_in_slot(seg)  # type: ignore[arg-type]
         except ConnectError as exc:
             self._connect_failed(exc)
             return None
         except PoolClosed:
             return None
         self.connect_succeeded()
-        pool.install(conn)
+        pool._install(conn)
         return conn
 
     def _close(self, conn: PooledConnection, reason: str) -> None:
         pool = self.pool
-        pool.close_raw(conn)
-        if reason in ("lifetime", "keepalive") and not pool.closed:
-            self._open(pool.reuse_slot(conn, reason))
-        else:
-            pool.release_slot(conn, reason)
+        if reason not in ("lifetime", "keepalive") or pool.closed:
+            pool._close_and_release(conn, reason)
+            return
+        pool.close_raw(conn, reason)
+        self._open(pool._reuse_slot(conn, reason))  # None when shrinking: nothing opened
 
     def _recycle(self, old: PooledConnection, spare: object | None) -> None:
         """Replace ``old`` before its lifetime ends: open first if there is room."""
         pool = self.pool
         if spare is None:  # at the cap: the old one must go first
             self._close(old, "lifetime")
-        elif self._open(spare) is not None:
-            pool.close_raw(old)
-            pool.release_slot(old, "lifetime")
-        else:  # no replacement now: keep serving until it really expires
-            pool.install(old)
-            return
+        else:
+            try:
+                new = self._open(spare)
+            except BaseException:  # interrupted: the spare slot is freed, old serves on
+                pool._install(old)
+                raise
+            if new is None:  # no replacement now: keep serving until it really expires
+                pool._install(old)
+                return
+            pool._close_and_release(old, "lifetime")
         pool.count("recycled")
 
     def _keepalive(self, conn: PooledConnection) -> None:
@@ -235,6 +266,9 @@ class Maintainer:
         except Exception as exc:
             ok = False
             logger.info("pool %r: keepalive ping failed, replacing: %s", pool.name, exc)
+        except BaseException:  # interrupted mid-ping: the protocol state is unknown
+            pool._queue_for_close(conn, "broken")
+            raise
         with conn.segment.lock:
             conn.segment.counters.keepalive_pings += 1
             if not ok:
@@ -242,16 +276,20 @@ class Maintainer:
                 conn.segment.counters.retired_broken += 1
         if ok:
             conn.last_checked_at = pool.clock()
-            pool.install(conn)
+            pool._install(conn)
         else:
-            pool.close_raw(conn)
-            self._open(pool.reuse_slot(conn, "keepalive"))
+            self._close(conn, "keepalive")
 
     def close_retiring(self) -> None:
         """Close every retiring connection now, in the calling thread (pool shutdown)."""
-        for conn, reason in self.pool.take_retiring():
-            self.pool.close_raw(conn)
-            self.pool.release_slot(conn, reason)
+        taken = self.pool._take_retiring()
+        try:
+            while taken:
+                conn, reason = taken.pop()
+                self.pool._close_and_release(conn, reason)
+        except BaseException:  # interrupted: the rest go back to the maintainer's queue
+            self.pool._retiring.extend(taken)
+            raise
 
     # ---------------------------------------------------------------- outage
 
@@ -294,3 +332,18 @@ class Maintainer:
                 "checked out at:\n%s", self.pool.name, now - conn.checked_out_at,
                 conn.holder, threshold, stack)
 
+
+class _GreenletExecutor:
+    """The executor's two methods, each job in its own (gevent-patched) thread."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._shutdown = False
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        if self._shutdown:
+            raise RuntimeError("executor shut down")
+        threading.Thread(target=fn, name=f"{self._name}-job", daemon=True).start()
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        self._shutdown = True

@@ -34,8 +34,16 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from . import concurrency
 from .drivers import Driver, RawConnection
-from .errors import CheckinError, ConnectError, PoolClosed, PoolExhausted, PoolTimeout
+from .errors import (
+    CheckinError,
+    ConnectError,
+    PoolClosed,
+    PoolError,
+    PoolExhausted,
+    PoolTimeout,
+)
 from .options import PoolOptions
 from .stats import Counters, Histogram, PoolStats
 
@@ -48,7 +56,9 @@ RETIRING = "retiring"  # slot still counted; waiting for the maintainer to close
 CLOSED = "closed"
 
 _USE_DEFAULT: Any = object()
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_current_holder = concurrency.current_holder
+#: The whole flask_peewee_pool package (core/ and orm/ alike): not application code.
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class PooledConnection:
@@ -61,6 +71,8 @@ class PooledConnection:
         "created_at",
         "expires_at",
         "holder",
+        "holder_key",
+        "interrupted",
         "last_checked_at",
         "last_used_at",
         "leak_warned",
@@ -68,6 +80,7 @@ class PooledConnection:
         "pool",
         "raw",
         "reclaimed",
+        "retired",
         "segment",
         "site",
         "state",
@@ -86,6 +99,14 @@ class PooledConnection:
         self.checkouts = 0
         self.state = IDLE
         self.holder: str | None = None
+        #: concurrency.holder_key() of the holder: who may take a cursor on it.
+        self.holder_key = 0
+        #: Handed to the maintainer for closing (once: retirement is idempotent).
+        self.retired = False
+        #: A query on it was interrupted by a BaseException (gevent.Timeout, a kill): the
+        #: protocol may be out of step (a late reply would answer the next query), so it
+        #: is closed at checkin, never reused. Set by the database layer.
+        self.interrupted = False
         self.site: Any = None
         self.leak_warned = False
         self.reclaimed = False
@@ -100,7 +121,7 @@ class _Segment:
     """One sub-pool. ``lock`` guards every other attribute."""
 
     __slots__ = ("capacity", "connect_time", "counters", "idle", "in_use", "index", "lock",
-                 "opening", "slots", "usage_time", "wait_time")
+                 "opening", "retiring", "slots", "usage_time", "wait_time")
 
     def __init__(self, index: int, capacity: int) -> None:
         self.index = index
@@ -108,6 +129,7 @@ class _Segment:
         self.capacity = capacity
         self.slots = 0  # idle + in use + opening + maintenance + retiring
         self.opening = 0
+        self.retiring = 0  # retired, slot still counted until the maintainer closes them
         self.idle: list[PooledConnection] = []  # a stack: the warmest connection on top
         self.in_use: set[PooledConnection] = set()
         self.counters = Counters()
@@ -193,6 +215,11 @@ class ConnectionPool:
         self._closed = False
         self._pid = os.getpid()
         self._start_lock = threading.Lock()
+        #: (connection, checkout number) whose holder ended without returning it; filled
+        #: by finalizers (lock-free), drained by checkouts and the maintainer.
+        self._abandoned: collections.deque[tuple[PooledConnection, int]] = collections.deque()
+        #: Set when gevent patched threading after this pool's maintainer thread started.
+        self._patch_error: str | None = None
         self.maintainer: Any = None
         self._maintainer_started = False
         from .maintainer import Maintainer
@@ -238,21 +265,30 @@ class ConnectionPool:
                 self._hand_out(home, conn, start, 0.0)
             else:
                 conn = None
-        if conn is not None and self._fresh(conn, start):
+        # From here on a connection handed out is ours: whatever interrupts the checkout
+        # (KeyboardInterrupt, gevent.Timeout, an exception in a check hook) retires it.
+        try:
+            if conn is not None:
+                if self._fresh(conn, start):
+                    return self._claim(conn)
+                if not self._validate(conn, deadline):
+                    conn = None
+            while conn is None:
+                conn, opened = self._acquire_slow(home, start, deadline)
+                # A connection opened for this very checkout needs no ping.
+                if (not opened and not self._fresh(conn, self.clock())
+                        and not self._validate(conn, deadline)):
+                    conn = None
             return self._claim(conn)
-        if conn is not None and not self._validate(conn, deadline):
-            conn = None
-        while conn is None:
-            conn, opened = self._acquire_slow(home, start, deadline)
-            # A connection opened for this very checkout needs no ping.
-            if (not opened and not self._fresh(conn, self.clock())
-                    and not self._validate(conn, deadline)):
-                conn = None
-        return self._claim(conn)
+        except BaseException:
+            if conn is not None:
+                self._retire(conn, "broken")
+            raise
 
     def _claim(self, conn: PooledConnection) -> PooledConnection:
         """Record who holds ``conn`` and where they took it: in the receiving thread, with
         no lock held (the connection is ours alone; capturing the stack may stat files)."""
+        conn.holder_key = id(_current_holder())
         conn.holder = threading.current_thread().name
         conn.origin = _application_frame()
         conn.site = self._capture_site() if self._track_sites else None
@@ -327,6 +363,9 @@ class ConnectionPool:
                     seg.lock.release()
                 if reserved:
                     return self._open_for_checkout(seg, start, deadline), True
+        if self._abandoned:
+            self.reclaim_abandoned()
+            return self._acquire_slow(home, start, deadline)
         return self._wait(start, deadline)
 
     def _wait(self, start: float, deadline: float | None) -> tuple[PooledConnection, bool]:
@@ -340,25 +379,29 @@ class ConnectionPool:
                 raise PoolExhausted(self._describe_pressure(
                     f"{len(self._waiters)} threads already waiting (max_waiting={limit})"))
             self._waiters.append(waiter)
-        # Anything released between our scan and our enqueue is paired with a waiter now.
-        self._dispatch()
-        while True:
-            remaining = None if deadline is None else deadline - self.clock()
-            if remaining is not None and remaining <= 0:
-                signalled = waiter.event.is_set()
-            else:
-                signalled = waiter.event.wait(remaining)
-            if not signalled:
-                with self._waiters_lock:
-                    if not waiter.event.is_set():
-                        # Described before leaving the queue: "waiting" counts this thread.
-                        message = self._describe_pressure(
-                            f"no connection available within {deadline - start:g} s")
-                        self._waiters.remove(waiter)
-                        self.count("timeouts")
-                        raise PoolTimeout(message)
-                continue
-            break
+        try:
+            # Anything released between our scan and our enqueue is paired with us now.
+            self._dispatch()
+            while True:
+                remaining = None if deadline is None else deadline - self.clock()
+                if remaining is not None and remaining <= 0:
+                    signalled = waiter.event.is_set()
+                else:
+                    signalled = waiter.event.wait(remaining)
+                if not signalled:
+                    with self._waiters_lock:
+                        if not waiter.event.is_set():
+                            # Described before leaving the queue: "waiting" counts us.
+                            message = self._describe_pressure(
+                                f"no connection available within {deadline - start:g} s")
+                            self._waiters.remove(waiter)
+                            self.count("timeouts")
+                            raise PoolTimeout(message)
+                    continue
+                break
+        except BaseException:
+            self._leave_queue(waiter)
+            raise
         if waiter.conn is not None:
             conn = waiter.conn
             now = self.clock()
@@ -368,6 +411,43 @@ class ConnectionPool:
         if waiter.slot is not None:
             return self._open_for_checkout(waiter.slot, start, deadline), True
         raise PoolClosed(f"pool {self.name!r} was closed while waiting")
+
+    def _leave_queue(self, waiter: _Waiter) -> None:
+        """Undo a wait that was interrupted: leave the queue, and pass on what a releasing
+        thread handed us meanwhile (a connection goes back, a reserved slot is freed)."""
+        with self._waiters_lock:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
+            conn, slot = waiter.conn, waiter.slot
+            waiter.conn = waiter.slot = None
+        if conn is not None:
+            self._put_back(conn)
+        elif slot is not None:
+            self._unreserve(slot)
+
+    def _put_back(self, conn: PooledConnection) -> None:
+        """Return a connection handed out but never used (no round trip needed)."""
+        seg = conn.segment
+        handoff = bool(self._waiters)
+        if handoff:
+            self._waiters_lock.acquire()
+        try:
+            with seg.lock:
+                if conn.state == IN_USE and conn in seg.in_use:
+                    self._checkin_locked(seg, conn, False, conn.last_used_at, handoff)
+        finally:
+            if handoff:
+                self._waiters_lock.release()
+        self._after_return()
+
+    def _after_return(self) -> None:
+        if self._retiring:
+            if self._closed:
+                self.maintainer.close_retiring()
+            else:
+                self.maintainer.wake()
+        if self._waiters:
+            self._dispatch()
 
     def _dispatch(self) -> None:
         """Pair waiting threads, oldest first, with idle connections or free slots."""
@@ -434,14 +514,14 @@ class ConnectionPool:
         # Raises ConnectError with the slot released. Bounded by what is left of the
         # checkout's timeout (nothing left, as with timeout=0: by the driver's own bound).
         remaining = self._remaining(deadline)
-        conn = self.open_in_slot(
+        conn = self._open_in_slot(
             seg, timeout=remaining if remaining is not None and remaining > 0 else None)
         now = self.clock()
         with seg.lock:
             self._hand_out(seg, conn, start, now - start)
         return conn
 
-    def open_in_slot(self, seg: _Segment, timeout: float | None = None) -> PooledConnection:
+    def _open_in_slot(self, seg: _Segment, timeout: float | None = None) -> PooledConnection:
         """Connect into a slot already reserved in ``seg`` (no lock held).
 
         On failure the slot is released (and waiters told) before the error propagates.
@@ -454,33 +534,40 @@ class ConnectionPool:
             else:
                 raw = self.driver.connect()
         except Exception as exc:
-            self.unreserve(seg, failed=True)
+            self._unreserve(seg, failed=True)
             raise ConnectError(
                 f"pool {self.name!r}: cannot connect to {self.driver.describe()}: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
+        except BaseException:  # interrupted: the slot is free again, the error unchanged
+            self._unreserve(seg)
+            raise
         now = self.clock()
         conn = PooledConnection(raw, self, seg, now, self._draw_expiry(now))
-        if self.maintainer.database_down:
-            self.maintainer.connect_succeeded()
         with seg.lock:
             self._open_conns.add(conn)
             seg.opening -= 1
             seg.counters.connects += 1
             seg.connect_time.observe(now - t0)
             conn.state = MAINTENANCE
-        if self._closed:
-            self._retire(conn, "closed")  # closes it: the maintainer is stopped
-            raise PoolClosed(f"pool {self.name!r} is closed")
-        if self.options.init_sql or self.options.configure is not None:
-            try:
-                self._initialize(raw)
-            except Exception as exc:
-                self.count("hook_failures")
-                self._retire(conn, "broken")
-                raise ConnectError(
-                    f"pool {self.name!r}: a new connection failed init_sql/configure, "
-                    f"discarded: {type(exc).__name__}: {exc}") from exc
+        try:
+            if self.maintainer.database_down:
+                self.maintainer.connect_succeeded()
+            if self._closed:
+                self._retire(conn, "closed")  # closes it: the maintainer is stopped
+                raise PoolClosed(f"pool {self.name!r} is closed")
+            if self.options.init_sql or self.options.configure is not None:
+                try:
+                    self._initialize(raw)
+                except Exception as exc:
+                    self.count("hook_failures")
+                    self._retire(conn, "broken")
+                    raise ConnectError(
+                        f"pool {self.name!r}: a new connection failed init_sql/configure, "
+                        f"discarded: {type(exc).__name__}: {exc}") from exc
+        except BaseException:
+            self._retire(conn, "broken")  # a no-op if already retired above
+            raise
         return conn
 
     def _initialize(self, raw: RawConnection) -> None:
@@ -495,7 +582,7 @@ class ConnectionPool:
         if self.options.configure is not None:
             self.options.configure(raw)
 
-    def unreserve(self, seg: _Segment, *, failed: bool = False) -> None:
+    def _unreserve(self, seg: _Segment, *, failed: bool = False) -> None:
         """Give back a slot reserved for a connect that did not happen or failed."""
         with seg.lock:
             seg.opening -= 1
@@ -519,7 +606,9 @@ class ConnectionPool:
 
         A broken or expired connection goes to the maintainer, which closes it; the caller
         never waits for a close. Returning a connection twice, or one from another pool,
-        raises :class:`CheckinError` and changes nothing.
+        raises :class:`CheckinError` and changes nothing. A checkin interrupted by a
+        ``BaseException`` (in the driver or the ``reset`` hook) still completes, with the
+        connection retired, before the exception propagates.
         """
         if not isinstance(conn, PooledConnection) or conn.pool is not self:
             raise CheckinError(f"pool {self.name!r}: {conn!r} does not belong to this pool")
@@ -528,13 +617,18 @@ class ConnectionPool:
         seg = conn.segment
         driver = self.driver
         reset = self.options.reset
+        interrupted: BaseException | None = None
+        if conn.interrupted:
+            broken = True
         if not broken:
             try:
                 broken = not driver.is_usable(conn.raw)
                 # "dirty": round trips to make (rollback, reset hook) before it is reusable.
                 dirty = not broken and (reset is not None or driver.needs_rollback(conn.raw))
-            except Exception:
+            except BaseException as exc:
                 broken, dirty = True, False
+                if not isinstance(exc, Exception):
+                    interrupted = exc
         else:
             dirty = False
         now = self.clock()
@@ -546,12 +640,20 @@ class ConnectionPool:
             self._waiters_lock.acquire()
         try:
             with seg.lock:
+                if conn.reclaimed:  # reclaim() won the race: nothing left to do
+                    if interrupted is not None:
+                        raise interrupted
+                    return
                 if conn.state != IN_USE or conn not in seg.in_use:
+                    if interrupted is not None:
+                        raise interrupted
                     raise CheckinError(
                         f"pool {self.name!r}: connection returned twice (state {conn.state})")
                 seg.usage_time.observe(now - conn.checked_out_at)
                 if dirty:
-                    conn.state = MAINTENANCE  # rolling back, outside the lock, below
+                    # Rolling back, outside the lock, below. Still in ``in_use`` (its slot
+                    # is held) but no longer IN_USE: reclaim() leaves it alone.
+                    conn.state = MAINTENANCE
                 else:
                     self._checkin_locked(seg, conn, broken, now, handoff)
         finally:
@@ -567,9 +669,12 @@ class ConnectionPool:
                     hook_failed = True
                     reset(conn.raw)
                     hook_failed = False
-            except Exception as exc:
-                logger.info("pool %r: %s at checkin failed, discarding the connection: %s",
-                            self.name, "reset" if hook_failed else "rollback", exc)
+            except BaseException as exc:
+                if isinstance(exc, Exception):
+                    logger.info("pool %r: %s at checkin failed, discarding the connection: "
+                                "%s", self.name, "reset" if hook_failed else "rollback", exc)
+                else:
+                    interrupted = exc
                 broken = True
             now = self.clock()
             handoff = bool(self._waiters)
@@ -579,7 +684,9 @@ class ConnectionPool:
                 with seg.lock:
                     seg.counters.rollbacks += rolled_back
                     seg.counters.hook_failures += hook_failed
-                    self._checkin_locked(seg, conn, broken, now, handoff)
+                    # Re-checked: only the checkin that set MAINTENANCE may finish it.
+                    if conn.state == MAINTENANCE and conn in seg.in_use:
+                        self._checkin_locked(seg, conn, broken, now, handoff)
             finally:
                 if handoff:
                     self._waiters_lock.release()
@@ -590,6 +697,8 @@ class ConnectionPool:
                 self.maintainer.wake()
         if self._waiters:
             self._dispatch()
+        if interrupted is not None:
+            raise interrupted
 
     def _checkin_locked(self, seg: _Segment, conn: PooledConnection, broken: bool,
                         now: float, handoff: bool = False) -> None:
@@ -599,10 +708,12 @@ class ConnectionPool:
         conn.last_used_at = now
         if broken:
             self._retire_locked(conn, "broken")
-        elif conn.expires_at <= now or self._closed:
-            self._retire_locked(conn, "lifetime" if not self._closed else "closed")
-        elif seg.slots > seg.capacity:  # shrunk by resize: drain
+        elif self._closed:
+            self._retire_locked(conn, "closed")
+        elif seg.slots - seg.retiring > seg.capacity:  # shrunk by resize: drain, no reopen
             self._retire_locked(conn, "idle")
+        elif conn.expires_at <= now:
+            self._retire_locked(conn, "lifetime")
         elif handoff and self._waiters:
             waiter = self._waiters.popleft()
             self._hand_out(seg, conn, now, None)
@@ -623,11 +734,22 @@ class ConnectionPool:
         else:
             self.maintainer.wake()
 
-    def _retire_locked(self, conn: PooledConnection, reason: str) -> None:
-        conn.state = RETIRING
-        self._retiring.append((conn, reason))
+    def _retire_locked(self, conn: PooledConnection, reason: str) -> bool:
+        """Hand ``conn`` to the maintainer for closing; caller holds its segment's lock.
 
-    def take_retiring(self) -> list[tuple[PooledConnection, str]]:
+        Idempotent: a connection is retired once, so its slot is released once, whichever
+        of checkin, reclaim, close or an interrupted step gets there first. False if it
+        was retired (or closed) already.
+        """
+        if conn.retired or conn.state == CLOSED:
+            return False
+        conn.retired = True
+        conn.state = RETIRING
+        conn.segment.retiring += 1
+        self._retiring.append((conn, reason))
+        return True
+
+    def _take_retiring(self) -> list[tuple[PooledConnection, str]]:
         """Hand the retiring connections to the maintainer (their slots stay counted)."""
         taken = []
         while self._retiring:
@@ -637,24 +759,46 @@ class ConnectionPool:
                 break
         return taken
 
-    def close_raw(self, conn: PooledConnection) -> None:
-        """Close a retiring connection's socket (no lock held); never raises."""
+    def close_raw(self, conn: PooledConnection, reason: str = "broken") -> None:
+        """Close a retiring connection's socket (no lock held).
+
+        Never raises an ``Exception``. Interrupted by a ``BaseException``, the close did not
+        complete: the connection goes back to the retiring queue (its slot still counted,
+        so the cap holds) for the maintainer to close again, and the exception propagates.
+        """
         try:
             self.driver.close(conn.raw)
         except Exception as exc:
             logger.debug("pool %r: error closing a connection: %s", self.name, exc)
+        except BaseException:
+            self._queue_for_close(conn, reason)
+            raise
         with conn.segment.lock:
             conn.state = CLOSED
             self._open_conns.discard(conn)
 
-    def release_slot(self, conn: PooledConnection, reason: str) -> None:
+    def _queue_for_close(self, conn: PooledConnection, reason: str) -> None:
+        """(Re)queue a connection taken out of circulation for the maintainer to close."""
+        with conn.segment.lock:
+            if not self._retire_locked(conn, reason):  # retired before: queue it again
+                self._retiring.append((conn, reason))
+
+    def _release_slot(self, conn: PooledConnection, reason: str) -> None:
         """Free a closed connection's slot and let a waiter use it."""
         seg = conn.segment
         with seg.lock:
             seg.slots -= 1
+            if conn.retired:
+                seg.retiring -= 1
             self._count_retired_locked(seg, reason)
         if self._waiters:
             self._dispatch()
+
+    def _close_and_release(self, conn: PooledConnection, reason: str) -> None:
+        """Close ``conn`` and free its slot (an interrupted close keeps both: see
+        :meth:`close_raw`)."""
+        self.close_raw(conn, reason)
+        self._release_slot(conn, reason)
 
     def _count_retired_locked(self, seg: _Segment, reason: str) -> None:
         seg.counters.closed += 1
@@ -665,31 +809,45 @@ class ConnectionPool:
         elif reason == "broken":
             seg.counters.retired_broken += 1
 
-    def reuse_slot(self, old: PooledConnection, reason: str) -> _Segment:
-        """Account for ``old`` closing while keeping its slot for a replacement."""
+    def _reuse_slot(self, old: PooledConnection, reason: str) -> _Segment | None:
+        """Account for ``old`` (closed) and keep its slot for a replacement.
+
+        None, with the slot freed instead, when the segment is above its capacity (a
+        ``resize()`` shrink is draining): then nothing is reopened.
+        """
         seg = old.segment
         with seg.lock:
             self._count_retired_locked(seg, reason)
+            if old.retired:
+                seg.retiring -= 1
+            if seg.slots - seg.retiring > seg.capacity or self._closed:
+                seg.slots -= 1
+                return None
             seg.opening += 1
         return seg
 
-    def install(self, conn: PooledConnection) -> None:
-        """Make a connection opened by the maintainer available (to a waiter first)."""
+    def _install(self, conn: PooledConnection) -> None:
+        """Make a connection opened (or pinged) by the maintainer available, to a waiter
+        first; above capacity (a shrink draining) or after close, retire it instead."""
         seg = conn.segment
         now = self.clock()
         with seg.lock:
             conn.last_used_at = min(conn.last_used_at, now)
             if self._closed:
                 self._retire_locked(conn, "closed")
+            elif seg.slots - seg.retiring > seg.capacity:
+                self._retire_locked(conn, "idle")
             else:
                 conn.state = IDLE
                 seg.idle.append(conn)
         if self._closed:
             self.maintainer.close_retiring()  # the maintainer is stopped: close it here
+        elif conn.state == RETIRING:
+            self.maintainer.wake()
         if self._waiters:
             self._dispatch()
 
-    def withdraw_idle(self, predicate: Callable[[PooledConnection], bool],
+    def _withdraw_idle(self, predicate: Callable[[PooledConnection], bool],
                       limit: int) -> list[PooledConnection]:
         """Take up to ``limit`` idle connections matching ``predicate`` out of circulation.
 
@@ -710,7 +868,7 @@ class ConnectionPool:
                 seg.idle[:] = keep
         return taken
 
-    def reserve_slot(self) -> _Segment | None:
+    def _reserve_slot(self) -> _Segment | None:
         """Reserve a free slot for the maintainer (refill, replacement first)."""
         return self._reserve_any()
 
@@ -725,14 +883,55 @@ class ConnectionPool:
         reclaimed = 0
         for seg in self._segments:
             with seg.lock:
-                for conn in [c for c in seg.in_use if now - c.checked_out_at >= older_than]:
+                # A connection mid-checkin (MAINTENANCE: rolling back) is coming back by
+                # itself; taking it here would let that checkin finish on a closed one.
+                for conn in [c for c in seg.in_use if c.state == IN_USE
+                             and now - c.checked_out_at >= older_than]:
                     seg.in_use.discard(conn)
                     conn.reclaimed = True
                     self._retire_locked(conn, "broken")
                     reclaimed += 1
         if reclaimed:
-            self.maintainer.wake()
+            if self._closed:
+                self.maintainer.close_retiring()  # the maintainer is stopped: close here
+            else:
+                self.maintainer.wake()
         return reclaimed
+
+    def abandoned(self, conn: PooledConnection, checkout: int) -> None:
+        """Note that the holder of ``conn`` (its ``checkout``-th checkout) ended without
+        returning it. Safe from a finalizer: no lock, no I/O (``reclaim_abandoned`` does
+        the work, in a checkout that would otherwise wait, or in the maintainer)."""
+        self._abandoned.append((conn, checkout))
+
+    def reclaim_abandoned(self) -> int:
+        """Take back connections whose holder ended: rolled back and reused, or closed.
+
+        One warning per connection, naming where it was checked out. Returns how many.
+        """
+        count = 0
+        while self._abandoned:
+            try:
+                conn, checkout = self._abandoned.popleft()
+            except IndexError:
+                break
+            seg = conn.segment
+            with seg.lock:
+                ours = (conn.state == IN_USE and conn.checkouts == checkout
+                        and conn in seg.in_use and not conn.reclaimed)
+                if ours:
+                    seg.counters.reclaimed_abandoned += 1
+            if not ours:
+                continue
+            count += 1
+            logger.warning(
+                "pool %r: thread %r ended without returning its connection (checked out at "
+                "%s, %.1f s ago); taken back. Return connections with db.close() or "
+                "db.connection_context().", self.name, conn.holder,
+                _format_origin(conn.origin), self.clock() - conn.checked_out_at)
+            with contextlib.suppress(CheckinError):
+                self.checkin(conn)
+        return count
 
     def in_use_connections(self) -> list[PooledConnection]:
         conns: list[PooledConnection] = []
@@ -744,12 +943,56 @@ class ConnectionPool:
     # ------------------------------------------------------------------ lifecycle
 
     def _start_background(self) -> None:
+        """First checkout in this process: adopt gevent's threading if it was patched in
+        after this pool was built, then start the maintainer.
+
+        The start lock is never held across ``Thread.start()``: under gevent that call
+        switches greenlets, and another greenlet blocking on a real OS lock would block
+        the whole worker (the ``--preload -k gevent`` deadlock).
+        """
+        if self._patch_error is not None:
+            raise PoolError(self._patch_error)
+        if not concurrency.is_current_local(self._home):
+            self._adopt_threading()
         with self._start_lock:
             if self._maintainer_started or self._closed:
                 return
-            if self._start_maintainer:
-                self.maintainer.start()
             self._maintainer_started = True
+        if self._start_maintainer:
+            try:
+                self.maintainer.start()
+            except BaseException:
+                self._maintainer_started = False
+                raise
+
+    def _adopt_threading(self) -> None:
+        """Rebuild the locks, thread-locals and maintainer made before gevent patched
+        ``threading`` (``gunicorn --preload -k gevent``), so greenlets get their own.
+
+        Only possible before the maintainer ran in this process (a real thread then uses
+        the old locks): otherwise the next checkout raises with what to change.
+        """
+        if self.maintainer.running:
+            self._patch_error = (
+                f"pool {self.name!r} was used before gevent.monkey.patch_all() in this "
+                "process (its maintainer runs as a real thread with real locks, which would "
+                "block every greenlet). Call gevent.monkey.patch_all() before the first "
+                "query: first thing in the entry point (gunicorn's gevent worker does; with "
+                "--preload a query in the master is fine, the worker is a new process).")
+            self._maintainer_started = False  # route the next checkout to the cold path
+            return
+        with self._start_lock:
+            if concurrency.is_current_local(self._home):
+                return
+            for seg in self._segments:
+                seg.lock = threading.Lock()
+            self._waiters_lock = threading.Lock()
+            self._home = threading.local()
+            from .maintainer import Maintainer
+
+            self.maintainer = Maintainer(self)
+            self._maintainer_started = False
+        self._start_lock = threading.Lock()
 
     def _home_segment(self) -> _Segment:
         try:
@@ -787,7 +1030,7 @@ class ConnectionPool:
             self._waiters.clear()
         for waiter in waiters:
             waiter.event.set()
-        idle = self.withdraw_idle(lambda c: True, limit=sys.maxsize)
+        idle = self._withdraw_idle(lambda c: True, limit=sys.maxsize)
         for conn in idle:
             with conn.segment.lock:
                 self._retire_locked(conn, "closed")
@@ -796,7 +1039,7 @@ class ConnectionPool:
 
     def close_idle(self) -> int:
         """Close every idle connection now (playhouse's ``close_idle``)."""
-        idle = self.withdraw_idle(lambda c: True, limit=sys.maxsize)
+        idle = self._withdraw_idle(lambda c: True, limit=sys.maxsize)
         for conn in idle:
             with conn.segment.lock:
                 self._retire_locked(conn, "idle")
@@ -867,9 +1110,6 @@ class ConnectionPool:
             holders=self.holders(),
         )
 
-    def _retiring_in(self, seg: _Segment) -> list[PooledConnection]:
-        return [conn for conn, _ in list(self._retiring) if conn.segment is seg]
-
     def holders(self, limit: int = 5) -> list[dict[str, Any]]:
         """The threads holding connections longest: who, for how long, taken where."""
         now = self.clock()
@@ -908,7 +1148,7 @@ class ConnectionPool:
         for seg, share in zip(self._segments, shares, strict=True):
             with seg.lock:
                 seg.capacity = share
-                draining = seg.slots - sum(1 for _ in self._retiring_in(seg))
+                draining = seg.slots - seg.retiring
                 while draining > share and seg.idle:
                     conn = seg.idle.pop(0)  # the coldest first
                     self._retire_locked(conn, "idle")
@@ -965,6 +1205,17 @@ _live_pools: weakref.WeakSet[ConnectionPool] = weakref.WeakSet()
 def _reinit_pools_in_child() -> None:
     for pool in list(_live_pools):
         pool._after_fork_in_child()
+
+
+def _adopt_patched_threading() -> None:
+    """Right after ``gevent.monkey.patch_all()``: rebuild every pool's locks (see
+    ``ConnectionPool._adopt_threading``)."""
+    for pool in list(_live_pools):
+        if not pool._closed and not concurrency.is_current_local(pool._home):
+            pool._adopt_threading()
+
+
+concurrency.on_patch_all(_adopt_patched_threading)
 
 
 if hasattr(os, "register_at_fork"):

@@ -98,6 +98,8 @@ class Counters:
     closed: int = 0
     recycled: int = 0
     hook_failures: int = 0
+    #: Connections taken back because their holder (thread, greenlet) ended holding them.
+    reclaimed_abandoned: int = 0
 
     def merge(self, other: Counters) -> None:
         for field in dataclasses.fields(self):

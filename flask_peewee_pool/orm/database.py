@@ -29,9 +29,11 @@ Two keywords beyond playhouse's (also URL query parameters):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+import threading
 import weakref
 from typing import Any
 from urllib.parse import urlsplit
@@ -39,7 +41,7 @@ from urllib.parse import urlsplit
 import peewee
 from playhouse.pool import MaxConnectionsExceeded
 
-from ..core import errors
+from ..core import concurrency, errors
 from ..core.drivers import (
     Driver,
     MySQLClientDriver,
@@ -71,6 +73,76 @@ class CheckoutRejected(errors.PoolExhausted, MaxConnectionsExceeded):
     """Too many threads waiting (also playhouse's ``MaxConnectionsExceeded``)."""
 
 
+class WrongHolder(errors.HolderError, peewee.InterfaceError):
+    """A cursor was asked for on a connection another thread or greenlet checked out
+    (also a ``peewee.InterfaceError``). Raised before anything is sent."""
+
+
+class _Lease:
+    """One per holder, in its peewee state: the connection it holds, if any.
+
+    The state is thread-local (greenlet-local under gevent): when the holder ends, the
+    state is freed and so is the lease, whose finalizer tells the pool if a connection is
+    still held (lock-free; the pool rolls it back and reuses it later). A return clears
+    ``pooled`` first. Made once per holder, not per checkout: nothing to allocate or
+    finalize on the hot path.
+    """
+
+    __slots__ = ("checkout", "pooled")
+
+    def __init__(self) -> None:
+        self.pooled: PooledConnection | None = None
+        self.checkout = 0
+
+    def __del__(self) -> None:
+        pooled = self.pooled
+        if pooled is not None:
+            with contextlib.suppress(Exception):  # e.g. at interpreter shutdown
+                pooled.pool.abandoned(pooled, self.checkout)
+
+
+class _PooledState(peewee._ConnectionState):
+    """peewee's per-thread connection state, plus the lease: the pooled connection held."""
+
+    lease: _Lease
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.lease = _Lease()  # per thread: a thread-local runs __init__ in each thread
+        super().__init__(**kwargs)
+
+    @property
+    def pooled(self) -> PooledConnection | None:
+        """The pooled connection this holder has checked out (None: not connected)."""
+        return self.lease.pooled
+
+    def reset(self) -> None:
+        # peewee's reset, inlined (it runs at every return), plus ours.
+        self.lease.pooled = None  # returned (or forgotten) on purpose: not abandoned
+        self.closed = True
+        self.conn = None
+        self.ctx = []
+        self.transactions = []
+        self.commit_callbacks = []
+
+
+_LOCAL_STATE_CLASSES: dict[type, type] = {}
+_REAL_LOCAL = concurrency._REAL_LOCAL
+_current_holder = concurrency.current_holder
+
+
+def _new_state(thread_safe: bool) -> _PooledState:
+    """A fresh state: per thread (per greenlet once gevent patched ``threading``), or one
+    shared object for peewee's ``thread_safe=False``."""
+    if not thread_safe:
+        return _PooledState()
+    local = threading.local  # looked up now: gevent's local once patched
+    cls = _LOCAL_STATE_CLASSES.get(local)
+    if cls is None:
+        cls = _LOCAL_STATE_CLASSES[local] = type(
+            "_PooledConnectionLocal", (_PooledState, local), {})
+    return cls()  # type: ignore[no-any-return]
+
+
 _POOL_FIELDS = frozenset(PoolOptions.field_names()) - {"name"}
 _PLAYHOUSE_ALIASES = {"stale_timeout": "max_lifetime"}
 
@@ -97,7 +169,14 @@ class PooledDatabase:
         self._external_pooler: str | None = None
         self._pool = None
         super().__init__(database, **kwargs)  # type: ignore[call-arg]
+        self._state = _new_state(self.thread_safe)  # type: ignore[attr-defined]
         _live_databases.add(self)
+
+    #: Check, where a cursor is taken, that the caller is the thread (greenlet) that
+    #: checked the connection out; a mismatch raises :class:`WrongHolder` before any byte
+    #: is sent. Costs one C call per cursor. Set False on an instance only if connections
+    #: are deliberately shared (``thread_safe=False`` with outside locking).
+    check_holder = True
 
     # ---------------------------------------------------------------- configuration
 
@@ -112,6 +191,8 @@ class PooledDatabase:
                                                         kind=self.kind)
         self._application_name, self._external_pooler = application_name, external_pooler
         if self._pool is not None:
+            # Threads still holding a connection of the old pool return it there (its
+            # checkin closes it): see _release().
             self._pool.close()
             self._pool = None
         super().init(database, **kwargs)  # type: ignore[misc]
@@ -198,16 +279,96 @@ class PooledDatabase:
             raise peewee.InterfaceError(
                 "Error, database must be initialized before opening a connection.")
         state = self._state  # type: ignore[attr-defined]
+        if threading.local is not _REAL_LOCAL and not concurrency.is_current_local(state):
+            state = self._adopt_threading()
         if not state.closed:
             if reuse_if_open:
                 return False
             raise peewee.OperationalError("Connection already opened.")
-        pooled = self._checkout()
+        try:  # inlined: one frame less for the checkout's origin walk and for the CPU
+            pooled = self.pool.checkout()
+        except errors.ConnectError as exc:
+            raise ConnectFailed(str(exc)) from exc.__cause__
+        except errors.PoolTimeout as exc:
+            raise CheckoutTimeout(str(exc)) from None
+        except errors.PoolExhausted as exc:
+            raise CheckoutRejected(str(exc)) from None
         state.set_connection(pooled.raw)
-        state.pooled = pooled
+        lease = state.lease
+        lease.pooled = pooled
+        lease.checkout = pooled.checkouts
         if self.server_version is None or self._has_connection_hook:  # type: ignore[attr-defined]
             self._initialize_checkout(pooled)
         return True
+
+    def cursor(self, named_cursor: Any = None) -> Any:
+        """peewee's ``cursor()``, after checking the caller holds the connection.
+
+        Every query takes its cursor here, so this is the one cheap place to catch two
+        holders on one connection, before a byte is sent.
+        """
+        state = self._state  # type: ignore[attr-defined]
+        pooled = state.lease.pooled
+        if pooled is None:  # not connected: peewee autoconnects (or raises)
+            return super().cursor(named_cursor)  # type: ignore[misc]
+        if pooled.holder_key != id(_current_holder()) and self.check_holder:
+            raise WrongHolder(self._wrong_holder_message(pooled))
+        if named_cursor is None and self._peewee_cursor:
+            return state.conn.cursor()  # what peewee.Database.cursor does when connected
+        return super().cursor(named_cursor)  # type: ignore[misc]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # True when the cursor() after ours in the MRO is peewee's own: then the connected
+        # case can be answered here without the extra call.
+        after = cls.__mro__[cls.__mro__.index(PooledDatabase) + 1:]
+        following = next((k.__dict__["cursor"] for k in after if "cursor" in k.__dict__),
+                         None)
+        cls._peewee_cursor = following is peewee.Database.cursor
+
+    _peewee_cursor = False
+
+    def execute_sql(self, sql: str, params: Any = None) -> Any:
+        """peewee's ``execute_sql``; a query interrupted by a ``BaseException`` (gevent's
+        Timeout, a killed greenlet, Ctrl-C) marks the connection for closing at checkin:
+        its reply may still arrive and would answer the next query."""
+        try:
+            return super().execute_sql(sql, params)  # type: ignore[misc]
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                pooled = self._state.lease.pooled  # type: ignore[attr-defined]
+                if pooled is not None:
+                    pooled.interrupted = True
+            raise
+
+    def _wrong_holder_message(self, pooled: PooledConnection) -> str:
+        from ..core.pool import _format_origin
+
+        return (
+            f"pool {pooled.pool.name!r}: {concurrency.describe_holder()} asked for a cursor "
+            f"on a connection checked out by thread {pooled.holder!r} at "
+            f"{_format_origin(pooled.origin)}; nothing was sent. One connection has one "
+            "holder: this database's per-thread state is shared. Usual causes: gevent "
+            "patching threading after the database was created (call "
+            "gevent.monkey.patch_all() before importing the app, or use gunicorn's gevent "
+            "worker, which patches first); greenlets spawned without monkey-patching "
+            "threading; a database built with thread_safe=False used from several threads; "
+            "a connection passed to another thread. Open a connection in each thread or "
+            "greenlet (db.connection_context()).")
+
+    def _adopt_threading(self) -> Any:
+        """Replace peewee's state and lock made before gevent patched ``threading`` (one
+        real thread-local shared by every greenlet) with greenlet-local ones."""
+        old = self._state  # type: ignore[attr-defined]
+        self._state = _new_state(self.thread_safe)  # type: ignore[attr-defined]
+        self._lock = threading.Lock()
+        pooled = old.pooled
+        is_open = not old.closed
+        old.reset()
+        if is_open and pooled is not None and not pooled.reclaimed:
+            # Checked out before patching by this OS thread: no greenlet owns it now.
+            pooled.pool.checkin(pooled)
+        return self._state  # type: ignore[attr-defined]
 
     @property
     def _has_connection_hook(self) -> bool:
@@ -223,19 +384,8 @@ class PooledDatabase:
                 self._initialize_connection(pooled.raw)  # type: ignore[attr-defined]
         except BaseException:
             state.reset()
-            state.pooled = None
-            self.pool.checkin(pooled, broken=True)
+            pooled.pool.checkin(pooled, broken=True)
             raise
-
-    def _checkout(self) -> PooledConnection:
-        try:
-            return self.pool.checkout()
-        except errors.ConnectError as exc:
-            raise ConnectFailed(str(exc)) from exc.__cause__
-        except errors.PoolTimeout as exc:
-            raise CheckoutTimeout(str(exc)) from None
-        except errors.PoolExhausted as exc:
-            raise CheckoutRejected(str(exc)) from None
 
     def _connect(self) -> Any:
         raise peewee.InterfaceError("pooled databases connect through connect()")
@@ -262,11 +412,12 @@ class PooledDatabase:
     def _release(self, *, broken: bool) -> bool:
         state = self._state  # type: ignore[attr-defined]
         is_open = not state.closed
-        pooled: PooledConnection | None = getattr(state, "pooled", None)
+        pooled: PooledConnection | None = state.lease.pooled
         state.reset()
-        state.pooled = None
         if is_open and pooled is not None and not pooled.reclaimed:
-            self.pool.checkin(pooled, broken=broken)
+            # To the pool it came from: after init() that is the old (closed) pool, which
+            # closes it, not the new one.
+            pooled.pool.checkin(pooled, broken=broken)
         return is_open
 
     def manual_close(self) -> bool:
@@ -308,10 +459,24 @@ class PooledDatabase:
         self._pool_options = self.pool.options
 
     def dispose(self) -> None:
-        """Forget this thread's connection without returning it (used after fork)."""
+        """Forget the whole pool, as ``playhouse.pool`` does: later checkouts use a new
+        pool; the old one closes its idle connections now and the others as their holders
+        return them. This thread's connection goes back to the old pool (and is closed)."""
         state = self._state  # type: ignore[attr-defined]
+        pooled: PooledConnection | None = state.pooled
+        is_open = not state.closed
         state.reset()
-        state.pooled = None
+        old = self._pool
+        if old is not None:
+            self._pool = ConnectionPool(self._make_driver(), self._pool_options)
+            old.close()
+        if is_open and pooled is not None and not pooled.reclaimed:
+            pooled.pool.checkin(pooled)
+
+    def _forget_connection(self) -> None:
+        """Forget this thread's connection without returning it (after fork: it is the
+        parent's; the pool itself drops its copies)."""
+        self._state.reset()  # type: ignore[attr-defined]
 
 
 class PooledMySQLDatabase(PooledDatabase, peewee.MySQLDatabase):
@@ -442,8 +607,16 @@ def _forget_connections_in_child() -> None:
     # The forking thread's peewee state still points at a connection that now belongs to
     # the parent; the pool itself drops its own copies (see pool._reinit_pools_in_child).
     for db in list(_live_databases):
-        db.dispose()
+        db._forget_connection()
+
+
+def _adopt_patched_threading() -> None:
+    """Right after ``gevent.monkey.patch_all()``: greenlet-local state for every database."""
+    for db in list(_live_databases):
+        if not concurrency.is_current_local(db._state):  # type: ignore[attr-defined]
+            db._adopt_threading()
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_connections_in_child)
+concurrency.on_patch_all(_adopt_patched_threading)

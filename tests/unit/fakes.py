@@ -33,6 +33,11 @@ class LockViolation(BaseException):
     """A driver method ran while the calling thread held a pool lock."""
 
 
+class Interrupt(BaseException):
+    """What an interrupted step raises (stands for KeyboardInterrupt, SystemExit,
+    gevent.Timeout, GreenletExit): a ``BaseException`` the pool must not swallow."""
+
+
 # ---------------------------------------------------------------------------------------
 # Clock
 # ---------------------------------------------------------------------------------------
@@ -225,6 +230,11 @@ class FakeConnection:
         self.pings = 0
         #: Thread ident of the test code holding it (set by :func:`take`).
         self.holder: int | None = None
+        #: Statements run through ``cursor().execute()``: what the "server" received.
+        self.executed: list[str] = []
+
+    def cursor(self) -> FakeCursor:
+        return FakeCursor(self)
 
     @property
     def open(self) -> bool:
@@ -233,6 +243,29 @@ class FakeConnection:
     def __repr__(self) -> str:
         state = "closed" if self.closed else "discarded" if self.discarded else "open"
         return f"<FakeConnection #{self.id} {state}>"
+
+
+class FakeCursor:
+    """Enough of a DB-API cursor for peewee's ``execute_sql``; records what is sent."""
+
+    def __init__(self, raw: FakeConnection) -> None:
+        self.raw = raw
+        self.description = None
+        self.rowcount = 0
+        self.lastrowid = None
+
+    def execute(self, sql: str, params: Any = ()) -> None:
+        self.raw.driver._enter("execute", self.raw)
+        self.raw.executed.append(sql)
+
+    def fetchone(self) -> Any:
+        return (1,)
+
+    def fetchall(self) -> list[Any]:
+        return [(1,)]
+
+    def close(self) -> None:
+        pass
 
 
 class Blocker:
@@ -284,6 +317,10 @@ class FakeDriver:
         self.open_now = 0
         self.max_open = 0
         self._blockers: list[Blocker] = []
+        #: method -> n: the n-th next call of that method raises :class:`Interrupt`
+        #: (before doing anything), once.
+        self.interrupt_at: dict[str, int] = {}
+        self.interrupted: list[str] = []
 
     # ------------------------------------------------------------- test controls
 
@@ -338,6 +375,15 @@ class FakeDriver:
                         f"driver.{method} on {raw!r} in thread {thread.name!r} while "
                         f"another thread holds it")
             blockers = [b for b in self._blockers if b.method == method]
+            countdown = self.interrupt_at.get(method)
+            if countdown is not None:
+                if countdown <= 1:
+                    del self.interrupt_at[method]
+                    self.interrupted.append(method)
+                else:
+                    self.interrupt_at[method] = countdown - 1
+        if countdown is not None and countdown <= 1:
+            raise Interrupt(f"interrupted in driver.{method}")
         for blocker in blockers:
             if blocker.gate.is_set() or (blocker.match is not None and not blocker.match(raw)):
                 continue
@@ -489,19 +535,29 @@ def gauges(pool: ConnectionPool) -> dict[str, int]:
             "closing": s.closing, "waiting": s.waiting}
 
 
-def check_accounting(pool: ConnectionPool) -> None:
-    """Per-segment counts are sane and the gauges add up (invariants 1 and 3)."""
+def check_accounting(pool: ConnectionPool, *, draining: bool = False) -> None:
+    """Per-segment counts are sane and the gauges add up (invariants 1 and 3).
+
+    ``draining``: a ``resize()`` shrink is still draining, so slots may exceed the new
+    capacity (never by anything but connections opened before the shrink).
+    """
     total = 0
     for seg in pool._segments:
         with seg.lock:
+            assert 0 <= seg.retiring <= seg.slots, (seg.index, seg.retiring, seg.slots)
+            if draining:
+                total += seg.slots
+                continue
             assert 0 <= seg.slots <= seg.capacity, (seg.index, seg.slots, seg.capacity)
             assert seg.opening >= 0
             assert len(seg.idle) + len(seg.in_use) + seg.opening <= seg.slots
             assert len(set(map(id, seg.idle))) == len(seg.idle), "a connection idle twice"
             assert not set(seg.idle) & seg.in_use, "a connection both idle and in use"
             total += seg.slots
-    assert total <= pool.options.max_connections
+    if not draining:
+        assert total <= pool.options.max_connections
     s = pool.stats()
     assert s.size == s.idle + s.in_use + s.opening + s.closing
     assert s.size - s.idle - s.in_use - s.opening >= 0
-    assert s.size <= s.max_connections
+    if not draining:
+        assert s.size <= s.max_connections

@@ -176,7 +176,7 @@ def test_after_fork_discards_connections_the_maintainer_was_working_on(new_pool,
     give(pool, a)
     give(pool, b)
     # The maintainer thread had withdrawn `a` for a keepalive ping when the fork happened.
-    withdrawn = pool.withdraw_idle(lambda conn: conn is a, 1)
+    withdrawn = pool._withdraw_idle(lambda conn: conn is a, 1)
     assert withdrawn == [a]
     pool._after_fork_in_child()
     assert b.raw.discarded

@@ -1,0 +1,117 @@
+"""Which concurrency model the process runs, and who "the holder" of a connection is.
+
+Two jobs, both small:
+
+* **Holder identity.** A connection belongs to one thread, or under gevent to one greenlet.
+  :func:`holder_key` names the caller: the current greenlet when the ``greenlet`` package is
+  installed (in a plain thread that is the thread's own main greenlet, so threads are told
+  apart too), else the thread. One C call, cheap enough for every checkout and every cursor.
+* **gevent patching after construction.** ``gunicorn --preload -k gevent`` builds pools and
+  databases in the master, then the worker runs ``gevent.monkey.patch_all()``: every lock,
+  condition and thread-local made before that is a real OS-thread object, shared by all the
+  greenlets of the worker. :func:`threading_patched` tells whether the ``threading`` module
+  is patched now; :func:`on_patch_all` runs a callback right after gevent patches (gevent
+  publishes that through ``zope.event``, which gevent depends on), so pools and databases
+  rebuild their state before the first request.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+try:  # greenlet ships with gevent (and SQLAlchemy); without it, holders are threads
+    from greenlet import getcurrent as _getcurrent
+except ImportError:  # pragma: no cover - exercised only where greenlet is absent
+    _getcurrent = None
+
+#: The current holder object: the greenlet (a thread's main greenlet in plain threads) or,
+#: without the greenlet package, the thread. ``id(current_holder())`` is the holder key;
+#: callers on hot paths inline that (one C call, one builtin) instead of calling
+#: :func:`holder_key`. Never keep the object itself: a dead greenlet must be collectable.
+current_holder: Callable[[], Any] = _getcurrent or threading.current_thread
+
+
+def holder_key() -> int:
+    """An int naming the current holder (see :data:`current_holder`)."""
+    return id(current_holder())
+
+
+def describe_holder() -> str:
+    """The current thread's name, and the greenlet when it is not the thread's main one."""
+    name = f"thread {threading.current_thread().name!r}"
+    if _getcurrent is not None:
+        current = _getcurrent()
+        if getattr(current, "parent", None) is not None:  # a spawned greenlet
+            name += f", greenlet {getattr(current, 'name', None) or hex(id(current))}"
+    return name
+
+
+def threading_patched() -> bool:
+    """True when gevent has monkey-patched the ``threading`` module in this process."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is None:
+        return False
+    try:
+        return bool(monkey.is_module_patched("threading"))
+    except Exception:  # pragma: no cover - an unknown gevent
+        return False
+
+
+def _original_local() -> type:
+    import _thread
+
+    if threading_patched():  # imported after patching: ask gevent for the original
+        return sys.modules["gevent.monkey"].get_original("_thread", "_local")  # type: ignore[no-any-return]
+    return _thread._local  # type: ignore[no-any-return]
+
+
+#: The C thread-local type: one per OS thread, shared by every greenlet of that thread.
+_REAL_LOCAL: type = _original_local()
+
+
+def is_current_local(obj: Any) -> bool:
+    """False when ``obj`` is a real thread-local while gevent has patched ``threading``
+    (it was made before the patching, so all greenlets of a thread share it).
+
+    A plain object (peewee's ``thread_safe=False`` state) counts as current: it was never
+    meant to be per-thread.
+    """
+    local = threading.local
+    if local is _REAL_LOCAL or isinstance(obj, local):
+        return True
+    return not isinstance(obj, _REAL_LOCAL)
+
+
+_patch_callbacks: list[Callable[[], None]] = []
+_subscribed = False
+
+
+def on_patch_all(callback: Callable[[], None]) -> None:
+    """Run ``callback()`` right after ``gevent.monkey.patch_all()`` in this process.
+
+    Nothing happens if gevent (and so ``zope.event``) is not installed: then nothing can
+    patch either.
+    """
+    global _subscribed
+    _patch_callbacks.append(callback)
+    if _subscribed:
+        return
+    try:
+        import zope.event
+    except ImportError:
+        return
+    zope.event.subscribers.append(_notify)
+    _subscribed = True
+
+
+def _notify(event: Any) -> None:
+    kind = type(event).__name__
+    if not (kind == "GeventDidPatchAllEvent" or (
+            kind == "GeventDidPatchModuleEvent"
+            and getattr(event, "module_name", None) == "threading")):
+        return
+    for callback in list(_patch_callbacks):
+        callback()
