@@ -256,6 +256,7 @@ class SnapshotWriter:
         self._written: str | None = None
         self._written_pid = 0
         self._failing = False
+        self._stopped = False
         self.started_at = time.time()
 
     def __repr__(self) -> str:
@@ -312,14 +313,18 @@ class SnapshotWriter:
         path = self.path
         assert path is not None
         with self._lock:
+            if self._stopped:  # a maintainer tick that began before remove(): no file
+                return path
             ensure_stats_dir(self.stats_dir)
             write_json_atomic(path, doc)
             self._written, self._written_pid = path, os.getpid()
         return path
 
     def remove(self) -> None:
-        """Delete the file this process wrote (never one its parent wrote before a fork)."""
+        """Stop writing; delete the file this process wrote (never one its parent wrote
+        before a fork)."""
         with self._lock:
+            self._stopped = True
             if self._written and self._written_pid == os.getpid():
                 with contextlib.suppress(OSError):
                     os.unlink(self._written)

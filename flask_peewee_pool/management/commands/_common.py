@@ -7,8 +7,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from ....adapters.django_ext import get_state
-from ....integration.runtime import PoolRuntime
+from ...adapters.django_ext import get_state
+from ...integration.runtime import PoolRuntime
 
 
 def runtime() -> PoolRuntime:

@@ -6,8 +6,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from ....ops import commands
-from ....ops.check import DEFAULT_TIMEOUT
+from ...ops import commands
+from ...ops.check import DEFAULT_TIMEOUT
 from ._common import echo_for, finish, runtime
 
 

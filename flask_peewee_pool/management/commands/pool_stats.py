@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ....ops import commands
+from ...ops import commands
 from ._common import clear_for, echo_for, finish, runtime
 
 
