@@ -168,6 +168,10 @@ def unknown_setting(key: str, names: list[str], *,
     """
     show = label or (lambda name: name)
     folded = {name.lower(): name for name in names}
+    alias = ALIASES.get(key.lower())
+    if alias in folded:  # playhouse's spelling where only ours is accepted
+        return (f"unknown setting; did you mean {show(folded[alias])}? ({key} is "
+                f"playhouse's name for it)")
     close = difflib.get_close_matches(key.lower(), list(folded), n=1, cutoff=0.75)
     if close:
         return f"unknown setting; did you mean {show(folded[close[0]])}?"

@@ -212,6 +212,13 @@ def _fleet_warnings(doc: dict[str, Any]) -> list[str]:
 
 
 
+def _short(command: str | None, width: int = 80) -> str | None:
+    """A command line cut to ``width`` characters for the table (JSON keeps it whole)."""
+    if command is None or len(command) <= width:
+        return command
+    return command[:width - 3] + "..."
+
+
 def render_fleet(doc: dict[str, Any]) -> str:
     """The human-readable ``pool-stats --server`` report for a :func:`fleet_view` document."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(doc["generated_at"]))
@@ -265,7 +272,7 @@ def render_fleet(doc: dict[str, Any]) -> str:
     if doc["by_process"]:
         out.append("By process:")
         rows = [[opt(g["application"]), opt(g["host"]), opt(g["pid"]), *counts(g),
-                 opt(g.get("pid_source")), opt(g.get("command"))]
+                 opt(g.get("pid_source")), opt(_short(g.get("command")))]
                 for g in doc["by_process"]]
         out += table(["APPLICATION", "HOST", "PID", *heads, "FROM", "COMMAND"], rows,
                       frozenset({0, 1, 2, 9, 10}))

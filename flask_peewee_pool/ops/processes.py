@@ -42,13 +42,12 @@ def process_start(pid: int) -> str | None:
 
 
 def command_line(pid: int) -> str | None:
-    """The process's command line, cut to 80 characters (None if it cannot be read)."""
+    """The process's command line (None if it cannot be read); reports shorten it."""
     try:
         parts = psutil.Process(pid).cmdline()
     except (psutil.Error, OSError):
         return None
-    text = " ".join(p for p in parts if p)
-    return text if len(text) <= 80 else text[:77] + "..."
+    return " ".join(p for p in parts if p)
 
 
 def _plain(address: str) -> str:
