@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["flask_error_handlers", "histogram_feed", "on_response_close"]
+__all__ = ["flask_error_handlers", "histogram_feed", "on_response_close", "proxy_slot"]
 
 
 def flask_error_handlers(app: Any, blueprint: str | None) -> Mapping[type, Callable[..., Any]]:
@@ -30,6 +30,19 @@ def flask_error_handlers(app: Any, blueprint: str | None) -> Mapping[type, Calla
     if not by_code:
         return {}
     return by_code.get(None) or {}  # type: ignore[no-any-return]
+
+
+def proxy_slot() -> Any:
+    """peewee: the slot descriptor behind ``DatabaseProxy.obj``.
+
+    The Flask extension's proxy answers ``obj`` per app context (a property), yet must
+    still store what ``initialize()`` gives it; peewee's ``Proxy`` keeps that in its
+    ``obj`` slot and offers no other public place.
+    """
+    import peewee
+
+    slot = peewee.DatabaseProxy.__dict__.get("obj") or peewee.Proxy.__dict__["obj"]
+    return slot
 
 
 def on_response_close(response: Any, callback: Callable[[], None]) -> None:

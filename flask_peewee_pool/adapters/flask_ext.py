@@ -233,7 +233,7 @@ class _Stream:
             context_lease.streams += 1
 
 
-_PROXY_SLOT = peewee.DatabaseProxy.__dict__["obj"]  # the slot behind DatabaseProxy.obj
+_PROXY_SLOT = compat.proxy_slot()  # what DatabaseProxy.obj stores, under the property
 
 
 class AppDatabaseProxy(peewee.DatabaseProxy):
@@ -330,7 +330,7 @@ class PeeweePool:
         """The runtime for ``app``; default: the current app, else the last one initialised."""
         if app is None:
             if has_app_context():
-                app = current_app._get_current_object()  # type: ignore[attr-defined]
+                app = current_app  # the proxy serves .extensions and .name
             elif self._last_state is not None:
                 return self._last_state
             else:

@@ -21,7 +21,7 @@ def current_connection(database: Any) -> Any:
     """The DB-API connection the calling thread holds from ``database``, or ``None``."""
     if database.is_closed():
         return None
-    return database._state.conn
+    return database.connection()  # open already: returns it, connects nothing
 
 
 def release_connection(database: Any, keep: Any = None) -> bool:
@@ -35,7 +35,7 @@ def release_connection(database: Any, keep: Any = None) -> bool:
     """
     if database.is_closed():
         return False
-    if keep is not None and database._state.conn is keep:
+    if keep is not None and database.connection() is keep:
         return False
     try:
         if database.in_transaction():

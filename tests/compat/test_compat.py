@@ -63,3 +63,15 @@ def test_prometheus_histogram_feed_adds_counts_and_sum() -> None:
     assert math.isclose(value("compat_seconds_sum", {"pool": "p"}), 5.25)
     assert compat.histogram_feed(child, 7) is None  # a layout it does not know: fall back
     assert compat.histogram_feed(object(), 3) is None
+
+
+def test_peewee_proxy_slot_stores_what_initialize_gives() -> None:
+    import peewee
+
+    slot = compat.proxy_slot()
+    proxy = peewee.DatabaseProxy()
+    database = peewee.SqliteDatabase(":memory:")
+    proxy.initialize(database)
+    assert slot.__get__(proxy) is database
+    slot.__set__(proxy, None)
+    assert proxy.obj is None

@@ -5,15 +5,19 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from ...adapters.django_ext import get_state
+from ...core.errors import ConfigError
 from ...integration.runtime import PoolRuntime
 
 
 def runtime() -> PoolRuntime:
     """The project's pool, built from ``settings.PEEWEE_POOL`` (errors name the key)."""
-    return get_state()
+    try:
+        return get_state()
+    except ConfigError as exc:  # one line naming the key, exit 1: no traceback
+        raise CommandError(str(exc)) from None
 
 
 def echo_for(command: BaseCommand) -> Any:
