@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -32,8 +33,8 @@ class Command(BaseCommand):
                                  "connection it lists, by host, application and process.")
         parser.add_argument("--no-server", action="store_true",
                             help="Do not connect to the database to read its settings.")
-        parser.add_argument("--count", type=int, default=None, help="With --watch: stop "
-                            "after this many refreshes.")
+        parser.add_argument("--count", type=int, default=None,
+                            help=argparse.SUPPRESS)  # with --watch: stop after N refreshes
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
