@@ -5,6 +5,7 @@ lifetimes are jittered and recycled in the background, and pings are skipped for
 connections used a moment ago.
 """
 
+from .adapters.wsgi import PoolMiddleware
 from .core.errors import (
     CheckinError,
     ConfigError,
@@ -17,7 +18,7 @@ from .core.errors import (
 from .core.options import PoolOptions
 from .core.pool import ConnectionPool, PooledConnection
 from .core.stats import PoolStats
-from .middleware import PoolMiddleware
+from .integration.runtime import PoolRuntime
 from .orm.database import (
     CheckoutRejected,
     CheckoutTimeout,
@@ -44,6 +45,7 @@ __all__ = [
     "PoolExhausted",
     "PoolMiddleware",
     "PoolOptions",
+    "PoolRuntime",
     "PoolStats",
     "PoolTimeout",
     "PooledConnection",
@@ -59,11 +61,11 @@ __version__ = "0.1.0"
 def __getattr__(name: str) -> object:
     # Flask is an optional dependency: import the extension only when it is asked for.
     if name == "PeeweePool":
-        from .ext import PeeweePool
+        from .adapters.flask_ext import PeeweePool
 
         return PeeweePool
     if name == "FlaskDB":
-        from .flask_utils import FlaskDB
+        from .adapters.flaskdb import FlaskDB
 
         return FlaskDB
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,6 +9,7 @@ The same record backs the peewee database classes, the URL query parameters and 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib
 import math
 from collections.abc import Callable, Mapping
@@ -16,9 +17,15 @@ from typing import Any
 
 from .errors import ConfigError
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-_NONE = {"", "none", "null"}
+#: The one word list for yes/no settings, everywhere (options, integration settings).
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+#: Words meaning "no value": None for an optional setting, "off" for a switch.
+NONE_WORDS = frozenset({"", "none", "null"})
+
+#: Spellings of pool settings that playhouse users know (URL query, keyword arguments,
+#: dicts): the one table of aliases.
+ALIASES = {"stale_timeout": "max_lifetime", "pool_name": "name"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,9 +126,9 @@ class PoolOptions:
         kwargs: dict[str, Any] = {}
         for key, raw in values.items():
             if key not in known:
-                accepted = ", ".join(label(n) for n in known)
-                raise ConfigError(label(key), f"unknown setting; accepted: {accepted}")
-            kwargs[key] = _coerce(label(key), known[key], raw)
+                raise ConfigError(label(key), unknown_setting(str(key), list(known),
+                                                              label=label))
+            kwargs[key] = _loose(label(key), known[key], raw)
         try:
             return cls(**kwargs)
         except ConfigError as exc:
@@ -134,8 +141,8 @@ class PoolOptions:
         """Convert one loosely typed value (e.g. a string) to the type of setting ``name``."""
         known = {f.name: f for f in dataclasses.fields(cls)}
         if name not in known:
-            raise ConfigError(name, f"unknown setting; accepted: {', '.join(known)}")
-        return _coerce(name, known[name], raw)
+            raise ConfigError(name, unknown_setting(name, list(known)))
+        return _loose(name, known[name], raw)
 
     def replace(self, **changes: Any) -> PoolOptions:
         return dataclasses.replace(self, **changes)
@@ -149,6 +156,38 @@ class PoolOptions:
                 values[hook] = f"{getattr(func, '__module__', '?')}.{_qualname(func)}"
         values["init_sql"] = list(self.init_sql)
         return values
+
+
+def unknown_setting(key: str, names: list[str], *,
+                    label: Callable[[str], str] | None = None) -> str:
+    """The error text for an unknown setting: the closest known name, if one is close.
+
+    Only when nothing is close does it list them all: a typo deserves one suggestion, not
+    a wall of names. Names are compared without prefix and case; ``label`` spells a name
+    the way the user writes it (``max_lifetime`` -> ``PEEWEE_POOL_MAX_LIFETIME``).
+    """
+    show = label or (lambda name: name)
+    folded = {name.lower(): name for name in names}
+    alias = ALIASES.get(key.lower())
+    if alias in folded:  # playhouse's spelling where only ours is accepted
+        return (f"unknown setting; did you mean {show(folded[alias])}? ({key} is "
+                f"playhouse's name for it)")
+    close = difflib.get_close_matches(key.lower(), list(folded), n=1, cutoff=0.75)
+    if close:
+        return f"unknown setting; did you mean {show(folded[close[0]])}?"
+    return f"unknown setting; accepted: {', '.join(show(name) for name in names)}"
+
+
+def _loose(name: str, field: dataclasses.Field[Any], raw: Any) -> Any:
+    """A loosely typed value (string, playhouse spelling) as the field's type.
+
+    ``timeout`` 0 means "wait forever" (``None``), as in playhouse.pool: this is the one
+    place that says so, for URLs, keyword arguments, Flask and Django settings alike.
+    """
+    value = _coerce(name, field, raw)
+    if field.name == "timeout" and not isinstance(value, bool) and value == 0:
+        return None
+    return value
 
 
 def _qualname(func: Any) -> str:
@@ -188,7 +227,7 @@ def _coerce(name: str, field: dataclasses.Field[Any], raw: Any) -> Any:
         return raw
     text = raw.strip().lower()
     kind = str(field.type)
-    if "None" in kind and text in _NONE:
+    if "None" in kind and text in NONE_WORDS:
         return None
     try:
         if kind.startswith("int"):
@@ -198,9 +237,9 @@ def _coerce(name: str, field: dataclasses.Field[Any], raw: Any) -> Any:
                 raise ValueError(text)
             return float(text)
         if kind.startswith("bool"):
-            if text in _TRUE:
+            if text in TRUE_WORDS:
                 return True
-            if text in _FALSE:
+            if text in FALSE_WORDS:
                 return False
             raise ValueError(text)
     except ValueError:

@@ -250,10 +250,8 @@ class PooledDatabase:
         if "pool_name" in kwargs:
             taken["name"] = kwargs.pop("pool_name")
         for key, value in taken.items():
-            if isinstance(value, str) and key != "name":  # playhouse accepted strings
+            if key != "name":  # strings, and playhouse's timeout=0 (waits forever)
                 taken[key] = PoolOptions.coerce(key, value)
-        if taken.get("timeout") == 0:
-            taken["timeout"] = None  # playhouse.pool: 0 waits forever
         return taken
 
     def _make_driver(self) -> Driver:

@@ -8,12 +8,14 @@ accepted and mean the same thing: every URL here is pooled.
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ..core.errors import ConfigError
-from ..core.options import PoolOptions
+from ..core.options import ALIASES, PoolOptions
+from ..core.redaction import redact_url
 from .database import (
     PooledDatabase,
     PooledMySQLDatabase,
@@ -36,33 +38,39 @@ SCHEMES: dict[str, type[PooledDatabase]] = {
 #: Schemes that choose a driver as well as a database class.
 _SCHEME_DRIVERS = {"mysql+mysqlclient": "mysqlclient", "mariadb+mysqlclient": "mysqlclient"}
 
-_POOL_KEYS = set(PoolOptions.field_names()) | {"stale_timeout", "pool_name"}
-_SECRET_PARAMS = frozenset({"password", "passwd"})
+_POOL_KEYS = frozenset(PoolOptions.field_names()) | frozenset(ALIASES)
 #: Arguments of the database classes themselves, not the driver's.
 _RESERVED_KEYS = frozenset({"database", "pool_options"})
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced by ``***`` (for logs and messages).
+    """The URL with any password replaced by ``***`` (see :mod:`..core.redaction`)."""
+    return redact_url(url)
 
-    The credentials end at the *last* ``@`` before the path, as in ``urlsplit``, so a
-    password with a raw ``@`` in it is hidden whole; ``password=`` query parameters are
-    masked too. Text that is not a URL is not echoed.
+
+def misspelt_pool_key(key: str) -> str | None:
+    """The pool setting a query parameter that is not one was probably meant to be.
+
+    ``?max_conections=5`` goes to the driver like any unknown parameter, and the driver's
+    complaint would name a setting the user never wrote; this names the one they meant.
     """
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return "<not a URL>"
-    slash = rest.find("/", rest.rfind("@") + 1) if "@" in rest else rest.find("/")
-    netloc, path = (rest, "") if slash < 0 else (rest[:slash], rest[slash:])
-    userinfo, at, host = netloc.rpartition("@")
-    if at and ":" in userinfo:
-        userinfo = userinfo.split(":", 1)[0] + ":***"
-    path, question, query = path.partition("?")
-    if query:
-        pairs = [(k, "***" if k.lower() in _SECRET_PARAMS else v)
-                 for k, v in parse_qsl(query, keep_blank_values=True)]
-        query = urlencode(pairs, safe="*/:")
-    return f"{scheme}://{userinfo}{at}{host}{path}{question}{query}"
+    if key in _POOL_KEYS:
+        return None
+    close = difflib.get_close_matches(key, sorted(_POOL_KEYS), n=1, cutoff=0.8)
+    return close[0] if close else None
+
+
+def explain_rejected(exc: ConfigError, keys: Any) -> ConfigError:
+    """A driver's refusal of the connect arguments, pinned on a misspelt query parameter
+    when there is one (``exc`` itself otherwise)."""
+    if exc.setting != "connect_args":
+        return exc
+    for key in keys:
+        meant = misspelt_pool_key(key)
+        if meant is not None:
+            return ConfigError("DATABASE", f"query parameter {key!r} is not a pool setting; "
+                               f"did you mean {meant!r}? ({exc.detail})")
+    return exc
 
 
 def parse(url: str) -> tuple[type[PooledDatabase], str, dict[str, Any]]:
@@ -121,7 +129,15 @@ def connect(url: str, **overrides: Any) -> PooledDatabase:
     """A pooled peewee database for ``url``; keyword arguments override the URL's."""
     cls, database, kwargs = parse(url)
     kwargs.update(overrides)
-    return cls(database, **kwargs)
+    try:
+        return cls(database, **kwargs)
+    except ConfigError as exc:
+        raise explain_rejected(exc, query_keys(url)) from None
+
+
+def query_keys(url: str) -> list[str]:
+    """The names of the URL's query parameters, in order."""
+    return [key for key, _ in parse_qsl(url.partition("?")[2], keep_blank_values=True)]
 
 
 def _driver_value(value: str) -> Any:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -10,12 +12,6 @@ import pytest
 from flask import Flask
 
 from flask_peewee_pool import PeeweePool, connect, snapshots
-from flask_peewee_pool.cli import (
-    _mysql_sessions,
-    _split_host_port,
-    local_socket_owners,
-    render_fleet,
-)
 from flask_peewee_pool.core.drivers import (
     LABEL_MAX_BYTES,
     PostgresDriver,
@@ -24,6 +20,10 @@ from flask_peewee_pool.core.drivers import (
     parse_label,
 )
 from flask_peewee_pool.core.errors import ConfigError
+from flask_peewee_pool.ops.fleet import render_fleet
+from flask_peewee_pool.ops.processes import local_socket_owners
+from flask_peewee_pool.ops.server import mysql_sessions as _mysql_sessions
+from flask_peewee_pool.ops.server import split_host_port as _split_host_port
 
 # ------------------------------------------------------------------ labels
 
@@ -216,38 +216,25 @@ def test_mysql_sessions_without_performance_schema_or_process_privilege() -> Non
     assert any("needs the PROCESS privilege" in n for n in facts["notes"])
 
 
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
-def test_local_socket_owners_from_proc(tmp_path: Path) -> None:
-    """/proc/net/tcp lists local and remote address:port in hex (little-endian words),
-    state 01 = ESTABLISHED, inode in column 10; /proc/<pid>/fd links to socket:[inode]."""
-    head = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt" \
-           "   uid  timeout inode\n"
-    row = "   0: {local} {remote} {state} 00000000:00000000 00:00000000 00000000     0" \
-          "        0 {inode} 1 0000000000000000 20 4 30 10 -1\n"
-    loopback = "0100007F"
-    _write(tmp_path / "net/tcp", head
-           + row.format(local=f"{loopback}:C350", remote=f"{loopback}:0CEA", state="01",
-                        inode=111)  # 127.0.0.1:50000 -> :3306
-           + row.format(local=f"{loopback}:C351", remote=f"{loopback}:0CEA", state="01",
-                        inode=222)
-           + row.format(local=f"{loopback}:C352", remote=f"{loopback}:1538", state="01",
-                        inode=333)  # to :5432, not the server asked about
-           + row.format(local=f"{loopback}:C353", remote=f"{loopback}:0CEA", state="06",
-                        inode=444))  # TIME_WAIT
-    _write(tmp_path / "net/tcp6", head)
-    for pid, inode in ((500, 111), (600, 222), (700, 333)):
-        fd = tmp_path / str(pid) / "fd"
-        fd.mkdir(parents=True)
-        (fd / "3").symlink_to(f"socket:[{inode}]")
-    (tmp_path / "800").mkdir()  # no fd directory readable: skipped
-    wanted = {("127.0.0.1", 50000), ("127.0.0.1", 50001), ("127.0.0.1", 50002),
-              ("127.0.0.1", 50003), ("10.0.0.9", 50000)}
-    owners = local_socket_owners(wanted, {3306}, proc=str(tmp_path))
-    assert owners == {("127.0.0.1", 50000): 500, ("127.0.0.1", 50001): 600}
+def test_local_socket_owners_from_real_sockets() -> None:
+    """Established TCP sockets of this host -> their owner's pid (psutil), only for the
+    wanted local addresses and only towards the given remote ports."""
+    with contextlib.ExitStack() as stack:
+        servers = []
+        for _ in range(2):
+            server = stack.enter_context(socket.create_server(("127.0.0.1", 0)))
+            servers.append(server)
+        port, other_port = (s.getsockname()[1] for s in servers)
+        clients = []
+        for target in (port, port, other_port):
+            client = stack.enter_context(socket.create_connection(("127.0.0.1", target)))
+            clients.append(client.getsockname())
+        for server in servers:  # accept, so every pair is ESTABLISHED on both ends
+            stack.enter_context(server.accept()[0])
+        stack.enter_context(servers[0].accept()[0])
+        wanted = {*(tuple(c) for c in clients), ("10.0.0.9", clients[0][1])}
+        owners = local_socket_owners(wanted, {port})
+    assert owners == {tuple(clients[0]): os.getpid(), tuple(clients[1]): os.getpid()}
 
 
 def test_render_fleet_with_applications() -> None:

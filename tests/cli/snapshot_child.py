@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from flask_peewee_pool import snapshots
+from flask_peewee_pool.ops import snapshots
 from tests.cli.conftest import build_app
 
 

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from flask_peewee_pool import connect, snapshots
+from flask_peewee_pool import connect
+from flask_peewee_pool.core.redaction import redact_fields
+from flask_peewee_pool.ops import snapshots
 
 from .conftest import assert_no_password
 
@@ -263,10 +265,14 @@ def test_no_password_in_snapshot(make_app, mysql_cli_url, tmp_path):
     assert_no_password(path.read_text(), directory=stats_dir)
 
 
-def test_scrub_replaces_secrets_everywhere():
-    doc = {"a": "x-pw-y", "pw": ["pw", 1, None], "n": 2.5}
-    assert snapshots.scrub(doc, ["pw"]) == {"a": "x-***-y", "***": ["***", 1, None], "n": 2.5}
-    assert snapshots.scrub(doc, []) is doc
+def test_redaction_masks_password_fields_and_urls_only():
+    # Issue 13: masking by substring turned keys and messages containing a short password
+    # into "***" (KeyError: '***'); redaction now works on fields and URLs only.
+    doc = {"a": "x-pw-y", "pw": ["pw", 1, None], "n": 2.5, "password": "pw",
+           "url": "mysql://u:pw@h/db", "nested": {"passwd": "pw", "keep": "pw"}}
+    assert redact_fields(doc) == {
+        "a": "x-pw-y", "pw": ["pw", 1, None], "n": 2.5, "password": "***",
+        "url": "mysql://u:***@h/db", "nested": {"passwd": "***", "keep": "pw"}}
 
 
 def test_pid_alive():

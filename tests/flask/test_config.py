@@ -58,7 +58,7 @@ BAD = [
     ("PEEWEE_POOL_IDLE_TIMEOUT", 0, "> 0"),
     ("PEEWEE_POOL_PING_AFTER", -0.5, ">= 0"),
     ("PEEWEE_POOL_KEEPALIVE", "often", "number of seconds"),
-    ("PEEWEE_POOL_TIMEOUT", 0, "> 0"),
+    ("PEEWEE_POOL_TIMEOUT", -1, "> 0"),
     ("PEEWEE_POOL_TIMEOUT", "inf", "number of seconds"),
     ("PEEWEE_POOL_TIMEOUT", float("nan"), "finite"),
     ("PEEWEE_POOL_MAX_WAITING", -1, "integer >= 0"),
@@ -108,14 +108,32 @@ def test_bad_setting_is_refused_at_init_app(tmp_path: Path, key: str, value: Any
         pool.database.connect()  # the proxy was never bound
 
 
-def test_unknown_key_lists_the_accepted_ones(tmp_path: Path) -> None:
+def test_unknown_key_names_the_closest_one(tmp_path: Path) -> None:
+    # Issue 13: "did you mean", not all 27 keys.
     with pytest.raises(ConfigError) as info:
         PeeweePool(make_app(tmp_path, PEEWEE_POOL_MAX_CONECTIONS=5))
+    assert info.value.setting == "PEEWEE_POOL_MAX_CONECTIONS"
+    assert "did you mean PEEWEE_POOL_MAX_CONNECTIONS?" in str(info.value)
+    assert "PEEWEE_POOL_MAX_LIFETIME" not in str(info.value)
+    # Nothing close: then the list is the help.
+    with pytest.raises(ConfigError) as info:
+        PeeweePool(make_app(tmp_path, PEEWEE_POOL_ZZZ=5))
     for key in ACCEPTED_KEYS:
         assert f"PEEWEE_POOL_{key}" in str(info.value)
     # Every pool option has its setting, and nothing else sneaks in.
     assert {k.lower() for k in ACCEPTED_KEYS} >= set(PoolOptions.field_names())
     assert len(ACCEPTED_KEYS) == len(PoolOptions.field_names()) + 9
+
+
+@pytest.mark.parametrize("value", [0, "0", "0.0"])
+def test_timeout_zero_waits_forever(tmp_path: Path, value: Any) -> None:
+    # As in playhouse.pool and in a URL's ?timeout=0: one meaning everywhere.
+    app = make_app(tmp_path, PEEWEE_POOL_TIMEOUT=value)
+    pool = PeeweePool(app)
+    try:
+        assert app.extensions["peewee_pool"].options.timeout is None
+    finally:
+        pool.close(app)
 
 
 def test_defaults(tmp_path: Path) -> None:

@@ -107,7 +107,10 @@ def test_a_scrape_sums_every_live_worker(start_gunicorn: Any, gunicorn_env: dict
     total = boot + len(results)
     values = wait_metrics(
         server.port,
+        # Counters, gauges and histograms are separate writes of each worker's update:
+        # wait until the histograms too have published every checkin.
         lambda m: v(m, "peewee_pool_checkouts_total") >= total
+        and v(m, "peewee_pool_usage_seconds_count") >= total
         and v(m, "peewee_pool_connections", state="in_use") == 0
         and connections(m) == mysql_pool_user.server_connections(),
         "every checkout published, the gauges matching the server")
@@ -137,7 +140,10 @@ def test_a_scrape_sums_every_live_worker(start_gunicorn: Any, gunicorn_env: dict
     total += len(more) + (0 if preload else factory_checkouts)  # + the replacement's boot
     values = wait_metrics(
         server.port,
+        # Counters, gauges and histograms are separate writes of each worker's update:
+        # wait until the histograms too have published every checkin.
         lambda m: v(m, "peewee_pool_checkouts_total") >= total
+        and v(m, "peewee_pool_usage_seconds_count") >= total
         and v(m, "peewee_pool_connections", state="in_use") == 0
         and connections(m) == mysql_pool_user.server_connections(),
         "the replacement published, the gauges matching the server")

@@ -1,11 +1,15 @@
-"""Integration settings, validated once for every framework: Flask, FlaskDB and Django.
+"""One config path for every framework: a mapping of settings -> a validated :class:`PoolConfig`.
 
-The Flask extension reads them from ``app.config`` (``PEEWEE_POOL_MAX_CONNECTIONS``), Django
-from one dict (``PEEWEE_POOL = {"MAX_CONNECTIONS": ...}``); both hand the keys without their
-prefix to :func:`build`, with a ``label`` function that spells a key the way the user wrote
-it, so every error names the setting as it appears in the user's configuration.
+Flask reads the settings from ``app.config`` (``PEEWEE_POOL_MAX_CONNECTIONS``), Django from
+one dict (``PEEWEE_POOL = {"MAX_CONNECTIONS": ...}``), a WSGI app or a worker from any
+mapping; each hands the keys without their prefix to :func:`build` with a ``label`` that
+spells a key the way the user wrote it, so every error and warning names the setting as it
+appears in the user's configuration.
 
-No Flask or Django import here: each integration imports this module, not each other.
+Each concern lives in exactly one place: coercion of loosely typed values, the playhouse
+aliases and ``timeout=0`` (wait forever) in :class:`~..core.options.PoolOptions`; the
+yes/no words there too; unknown-key detection with "did you mean" in :func:`check_keys`;
+secret redaction in :mod:`..core.redaction`.
 """
 
 from __future__ import annotations
@@ -14,24 +18,30 @@ import dataclasses
 import json
 import math
 import os
-import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
-from urllib.parse import parse_qsl, quote
 
-from .core.drivers import normalize_application_name, normalize_external_pooler
-from .core.errors import ConfigError
-from .core.options import PoolOptions
-from .middleware import CHECKOUT_MODES
-from .orm import urls
-from .orm.database import (
+from ..core.drivers import normalize_application_name, normalize_external_pooler
+from ..core.errors import ConfigError
+from ..core.options import ALIASES, FALSE_WORDS, NONE_WORDS, TRUE_WORDS, PoolOptions
+from ..core.options import unknown_setting as _unknown_setting
+from ..core.redaction import describe as _describe_url
+from ..core.redaction import redact_params, redact_url
+from ..orm import urls
+from ..orm.database import (
     PooledDatabase,
     PooledMySQLDatabase,
     PooledPostgresqlDatabase,
     PooledSqliteDatabase,
 )
+from .connections import CHECKOUT_MODES
 
-#: Prefix of the Flask settings (``app.config``); Django's dict has none.
+__all__ = [
+    "ACCEPTED_KEYS", "PREFIX", "DatabaseSpec", "Label", "PoolConfig", "build", "dict_label",
+    "flask_label", "prefixed",
+]
+
+#: Prefix of the Flask settings (``app.config``) and environment; Django's dict has none.
 PREFIX = "PEEWEE_POOL_"
 
 POOL_FIELDS = PoolOptions.field_names()
@@ -41,12 +51,8 @@ _OTHER_KEYS = (
 )
 #: Every setting accepted, without a prefix.
 ACCEPTED_KEYS = (*_OTHER_KEYS[:1], *(f.upper() for f in POOL_FIELDS), *_OTHER_KEYS[1:])
-
-#: Spellings of pool settings that playhouse users know (URL query, connect args, dicts).
-POOL_ALIASES = {"stale_timeout": "max_lifetime", "pool_name": "name"}
-SECRET_KEYS = frozenset({"password", "passwd"})
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"", "0", "false", "no", "off", "none"})
+#: Seconds between two snapshots when ``STATS_INTERVAL`` is not set.
+DEFAULT_STATS_INTERVAL = 5.0
 
 Label = Callable[[str], str]
 
@@ -79,14 +85,16 @@ class DatabaseSpec:
     pool: dict[str, Any]
     #: How to show the database in settings and logs: never with its password.
     shown: str
+    #: Query parameters of the URL it came from (to name a misspelt one in errors).
+    query_keys: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass
-class Settings:
+class PoolConfig:
     """Every validated setting of one integration, and the database built from them.
 
     ``shown`` holds them all by lower-case name with secrets masked: it is meant to be
-    shown (``flask pool-stats``, logs, snapshots).
+    shown (``pool-stats``, logs, snapshots).
     """
 
     database: PooledDatabase
@@ -98,6 +106,8 @@ class Settings:
     stats_interval: float
     #: ``METRICS``: None (off), True (prometheus_client's default registry) or a registry.
     metrics_registry: Any = None
+    #: How the user spells each key (for warnings: ``PEEWEE_POOL_MAX_LIFETIME``).
+    label: Label = flask_label
 
 
 def build(
@@ -109,7 +119,7 @@ def build(
     checkout: str = "lazy",
     database: DatabaseSpec | PooledDatabase | None = None,
     extra_excluded: Iterable[str] = (),
-) -> Settings:
+) -> PoolConfig:
     """Validate ``raw`` (keys without prefix) and build the pooled database.
 
     ``name`` is the default pool name, ``stats_dir`` the default snapshot directory (None:
@@ -119,9 +129,11 @@ def build(
     naming the key, as ``label`` spells it, with nothing built.
     """
     check_keys(raw, label)
+    connect_args: dict[str, Any] = {}
+    spec: DatabaseSpec | None = None
     if isinstance(database, PooledDatabase):
-        db, options, shown = _given_database(database, raw, label)
-        connect_args: dict[str, Any] = {}
+        db: PooledDatabase | None = database
+        options, shown = _given_database(database, raw, label)
     else:
         spec = database if database is not None else spec_from_url(raw.get("DATABASE"),
                                                                     label("DATABASE"))
@@ -151,19 +163,19 @@ def build(
         if db is not None:
             raise ConfigError(label("EXTERNAL_POOLER"), "not used with a database instance: "
                               "pass external_pooler= to the database's constructor instead")
+        assert spec is not None
         extra["external_pooler"] = normalize_external_pooler(
             raw["EXTERNAL_POOLER"], kind=spec.cls.kind, setting=label("EXTERNAL_POOLER"))
     if db is None:  # built last: nothing to close when a setting is refused
-        db = spec.cls(spec.name, pool_options=options, pool_name=options.name,
-                      **{**spec.kwargs, **connect_args, **extra})
-    return Settings(
+        assert spec is not None
+        db = _construct(spec, options, {**spec.kwargs, **connect_args, **extra}, label)
+    return PoolConfig(
         database=db,
         options=options,
         shown={
             "database": shown,
             **{field: getattr(options, field) for field in POOL_FIELDS},
-            "connect_args": {k: "***" if k in SECRET_KEYS else v
-                             for k, v in connect_args.items()},
+            "connect_args": redact_params(connect_args),
             "checkout": mode,
             "excluded_endpoints": sorted(excluded),
             "stats_dir": directory,
@@ -177,11 +189,23 @@ def build(
         stats_dir=directory,
         stats_interval=interval,
         metrics_registry=metrics_registry,
+        label=label,
     )
 
 
+def _construct(spec: DatabaseSpec, options: PoolOptions, kwargs: dict[str, Any],
+               label: Label) -> PooledDatabase:
+    try:
+        return spec.cls(spec.name, pool_options=options, pool_name=options.name, **kwargs)
+    except ConfigError as exc:
+        explained = urls.explain_rejected(exc, spec.query_keys)
+        if explained is exc:
+            raise
+        raise ConfigError(label("DATABASE"), explained.detail) from None
+
+
 def _given_database(database: PooledDatabase, raw: Mapping[str, Any],
-                    label: Label) -> tuple[PooledDatabase, PoolOptions, str]:
+                    label: Label) -> tuple[PoolOptions, str]:
     for key in ("DATABASE", *(f.upper() for f in POOL_FIELDS), "CONNECT_ARGS"):
         if key in raw:
             raise ConfigError(label(key), "not used with a database instance: pass it to "
@@ -191,29 +215,24 @@ def _given_database(database: PooledDatabase, raw: Mapping[str, Any],
                           "yet: call its init() before init_app, or pass a URL")
     shown = describe(type(database), database.database,  # type: ignore[attr-defined]
                      database.connect_params)  # type: ignore[attr-defined]
-    return database, database.pool_options, shown
+    return database.pool_options, shown
 
 
 def describe(db_class: type[PooledDatabase], name: Any, kwargs: Mapping[str, Any]) -> str:
     """A URL describing a database given as a class and arguments, password masked."""
-    if issubclass(db_class, PooledSqliteDatabase):
-        return f"sqlite:///{name}"
-    scheme = ("mysql" if issubclass(db_class, PooledMySQLDatabase)
+    scheme = ("sqlite" if issubclass(db_class, PooledSqliteDatabase)
+              else "mysql" if issubclass(db_class, PooledMySQLDatabase)
               else "postgresql" if issubclass(db_class, PooledPostgresqlDatabase)
               else db_class.__name__.lower())
-    user = kwargs.get("user") or kwargs.get("username")
-    secret = any(kwargs.get(key) for key in SECRET_KEYS)
-    userinfo = f"{quote(str(user), safe='')}{':***' if secret else ''}@" if user else ""
-    host = str(kwargs.get("host") or "")
-    port = f":{kwargs['port']}" if kwargs.get("port") else ""
-    return f"{scheme}://{userinfo}{host}{port}/{quote(str(name), safe='')}"
+    return _describe_url(scheme, name, kwargs)
 
 
 def check_keys(raw: Mapping[str, Any], label: Label) -> None:
+    """Refuse an unknown key, naming the closest accepted one (a typo is not ignored)."""
     unknown = sorted(str(k) for k in set(raw) - set(ACCEPTED_KEYS))
     if unknown:
-        accepted = ", ".join(label(k) for k in ACCEPTED_KEYS)
-        raise ConfigError(label(unknown[0]), f"unknown setting; accepted: {accepted}")
+        raise ConfigError(label(unknown[0]), _unknown_setting(
+            unknown[0], list(ACCEPTED_KEYS), label=label))
 
 
 def spec_from_url(url: Any, key: str) -> DatabaseSpec:
@@ -227,25 +246,27 @@ def spec_from_url(url: Any, key: str) -> DatabaseSpec:
                           f"mysql://user:password@host/db ({got}: it may hold a password)")
     try:
         db_class, db_name, url_kwargs = urls.parse(url)
-    except ConfigError as exc:
-        raise ConfigError(key, scrub(exc.detail, url)) from None
+    except ConfigError as exc:  # urls.parse shows the URL redacted only
+        raise ConfigError(key, exc.detail) from None
     url_pool = take_pool_keys(url_kwargs)
     try:
         PoolOptions.from_mapping(url_pool)
     except ConfigError as exc:
         raise ConfigError(key, f"query parameter {exc.setting}: {exc.detail}") from None
-    return DatabaseSpec(db_class, db_name, url_kwargs, url_pool, urls.redact(url))
+    return DatabaseSpec(db_class, db_name, url_kwargs, url_pool, redact_url(url),
+                        tuple(urls.query_keys(url)))
 
 
 def take_pool_keys(kwargs: dict[str, Any]) -> dict[str, Any]:
     """Remove the pool settings (and their playhouse aliases) from ``kwargs``; by field."""
     pool = {}
     for key in list(kwargs):
-        field = POOL_ALIASES.get(key, key)
+        field = ALIASES.get(key, key)
         if field in POOL_FIELDS:
-            pool[field] = kwargs.pop(key)
-    if str(pool.get("timeout", "")).strip() in ("0", "0.0"):
-        pool["timeout"] = None  # as in playhouse (and connect(url)): 0 waits forever
+            value = kwargs.pop(key)
+            if key in ALIASES and field in pool:
+                continue  # the explicit name wins over the playhouse alias
+            pool[field] = value
     return pool
 
 
@@ -273,7 +294,7 @@ def parse_connect_args(value: Any, label: Label) -> dict[str, Any]:
     for name in args:
         if not isinstance(name, str):
             raise ConfigError(key, f"keys must be strings, got {name!r}")
-        field = POOL_ALIASES.get(name, name)
+        field = ALIASES.get(name, name)
         if field in POOL_FIELDS:
             raise ConfigError(key, f"{name!r} is a pool setting: use {label(field.upper())}")
         if name in ("database", "pool_options"):
@@ -318,7 +339,7 @@ def parse_stats_dir(value: Any, label: Label, *, default: str | None) -> str | N
 
 def parse_stats_interval(value: Any, label: Label) -> float:
     if value is None:
-        return 5.0
+        return DEFAULT_STATS_INTERVAL
     number: Any = value
     if isinstance(value, str):
         try:
@@ -338,41 +359,28 @@ def parse_metrics(value: Any, label: Label) -> Any:
     enabled: Any = value
     if isinstance(value, str):
         text = value.strip().lower()
-        enabled = True if text in _TRUE else False if text in _FALSE else value
+        enabled = (True if text in TRUE_WORDS
+                   else False if text in FALSE_WORDS or text in NONE_WORDS else value)
     elif type(value) is int and value in (0, 1):  # from_prefixed_env turns "1" into 1
         enabled = bool(value)
     if value is None or enabled is False:
         return None
+    if enabled is True:
+        _need_prometheus(key)
+        return True
     try:
-        from . import metrics  # prometheus_client is an optional extra
+        from prometheus_client import CollectorRegistry
     except ImportError:
-        raise ConfigError(key, "needs prometheus_client: pip install "
-                          "'flask-peewee-pool[prometheus]'") from None
-    if enabled is not True and not isinstance(enabled, metrics.CollectorRegistry):
+        _need_prometheus(key)
+    if not isinstance(enabled, CollectorRegistry):
         raise ConfigError(key, "expected true or false (or a prometheus_client "
                           f"CollectorRegistry), got {value!r}")
     return enabled
 
 
-def instrument(database: Any, metrics_registry: Any) -> Any:
-    """Publish ``database``'s pool to Prometheus as ``METRICS`` asked; the PoolMetrics."""
-    if metrics_registry is None:
-        return None
-    from . import metrics
-
-    kwargs = {} if metrics_registry is True else {"registry": metrics_registry}
-    return metrics.instrument(database, **kwargs)
-
-
-_USERINFO_PASSWORD = re.compile(r"^([A-Za-z][\w+.-]*://[^:/@?#]*:)(.*)@", re.DOTALL)
-
-
-def scrub(message: str, url: str) -> str:
-    """``message`` with every password that ``url`` holds masked."""
-    match = _USERINFO_PASSWORD.match(url)
-    secrets = [match.group(2)] if match else []
-    secrets += [v for k, v in parse_qsl(url.partition("?")[2]) if k in SECRET_KEYS]
-    for secret in secrets:
-        if secret:
-            message = message.replace(secret, "***")
-    return message
+def _need_prometheus(key: str) -> None:
+    try:
+        import prometheus_client  # noqa: F401  (an optional extra)
+    except ImportError:
+        raise ConfigError(key, "needs prometheus_client: pip install "
+                          "'flask-peewee-pool[prometheus]'") from None
