@@ -10,6 +10,7 @@ from .core.errors import (
     CheckinError,
     ConfigError,
     ConnectError,
+    HolderError,
     PoolClosed,
     PoolError,
     PoolExhausted,
@@ -27,6 +28,7 @@ from .orm.database import (
     PooledMySQLDatabase,
     PooledPostgresqlDatabase,
     PooledSqliteDatabase,
+    WrongHolder,
 )
 from .orm.urls import connect
 
@@ -39,6 +41,7 @@ __all__ = [
     "ConnectFailed",
     "ConnectionPool",
     "FlaskDB",
+    "HolderError",
     "PeeweePool",
     "PoolClosed",
     "PoolError",
@@ -53,6 +56,7 @@ __all__ = [
     "PooledMySQLDatabase",
     "PooledPostgresqlDatabase",
     "PooledSqliteDatabase",
+    "WrongHolder",
     "connect",
 ]
 __version__ = "0.1.0"

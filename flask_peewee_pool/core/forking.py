@@ -13,9 +13,6 @@ run in this order in the child:
 locks are taken from the outside in, and ``after_in_parent`` in stage order, releasing
 them. Within a stage, callbacks run in registration order. A callback that raises is
 logged and the others still run: a fork must never fail half-done.
-
-The pool engine registers here too once merged: ``register(POOL, after_in_child=
-_reinit_pools_in_child)`` replaces pool.py's own ``os.register_at_fork`` call.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import concurrency
+from . import concurrency, forking
 from .drivers import Driver, RawConnection
 from .errors import (
     CheckinError,
@@ -1218,5 +1218,4 @@ def _adopt_patched_threading() -> None:
 concurrency.on_patch_all(_adopt_patched_threading)
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reinit_pools_in_child)
+forking.register(forking.POOL, after_in_child=_reinit_pools_in_child)

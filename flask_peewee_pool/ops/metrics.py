@@ -16,9 +16,9 @@ add up to the pool's size), ``peewee_pool_max_connections``, ``peewee_pool_waiti
 ``peewee_pool_timeouts_total``, ``peewee_pool_rejected_total``,
 ``peewee_pool_pings_total{kind="checkout|keepalive"}``,
 ``peewee_pool_ping_failures_total{kind}``, ``peewee_pool_rollbacks_total``,
-``peewee_pool_leaks_total``. Histograms: ``peewee_pool_checkout_wait_seconds``,
-``peewee_pool_connect_seconds``, ``peewee_pool_usage_seconds`` (how long a connection was
-held, observed at checkin).
+``peewee_pool_leaks_total``, ``peewee_pool_reclaimed_abandoned_total``. Histograms:
+``peewee_pool_checkout_wait_seconds``, ``peewee_pool_connect_seconds``,
+``peewee_pool_usage_seconds`` (how long a connection was held, observed at checkin).
 
 **No cost on the request path.** Nothing here runs in checkout or checkin: the pool already
 counts everything under the segment lock it holds anyway (see :mod:`..core.stats`).
@@ -124,6 +124,9 @@ _COUNTERS: tuple[tuple[str, str, str | None, tuple[tuple[str | None, str], ...]]
      "checkin.", None, ((None, "rollbacks"),)),
     ("peewee_pool_leaks", "Connections held longer than leak_threshold.", None,
      ((None, "leaks"),)),
+    ("peewee_pool_reclaimed_abandoned", "Connections taken back because the thread or "
+     "greenlet holding them ended without returning them.", None,
+     ((None, "reclaimed_abandoned"),)),
 )
 
 #: (metric name, help, key in the pool's histograms).

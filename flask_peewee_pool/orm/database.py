@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
 import threading
 import weakref
@@ -41,7 +40,7 @@ from urllib.parse import urlsplit
 import peewee
 from playhouse.pool import MaxConnectionsExceeded
 
-from ..core import concurrency, errors
+from ..core import concurrency, errors, forking
 from ..core.drivers import (
     Driver,
     MySQLClientDriver,
@@ -615,6 +614,5 @@ def _adopt_patched_threading() -> None:
             db._adopt_threading()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_connections_in_child)
+forking.register(forking.DATABASE, after_in_child=_forget_connections_in_child)
 concurrency.on_patch_all(_adopt_patched_threading)
