@@ -180,6 +180,12 @@ class Maintainer:
                                           self._budget())
             self._submit_each(expiring, lambda old: self._recycle(old, pool._reserve_slot()),
                               pool._install)
+        generation = pool._generation
+        if generation and can_connect:  # drain(): replace the idle ones of older generations
+            stale = pool._withdraw_idle(lambda c: c.generation != generation, self._budget())
+            self._submit_each(
+                stale, lambda old: self._recycle(old, pool._reserve_slot(), "drained"),
+                pool._install)
         if opts.idle_timeout is not None:
             excess = pool.idle_count() - opts.min_idle  # the same measure _refill tops up
             if excess > 0:
@@ -235,17 +241,18 @@ class Maintainer:
 
     def _close(self, conn: PooledConnection, reason: str) -> None:
         pool = self.pool
-        if reason not in ("lifetime", "keepalive") or pool.closed:
+        if reason not in ("lifetime", "keepalive", "drained") or pool.closed:
             pool._close_and_release(conn, reason)
             return
         pool.close_raw(conn, reason)
         self._open(pool._reuse_slot(conn, reason))  # None when shrinking: nothing opened
 
-    def _recycle(self, old: PooledConnection, spare: object | None) -> None:
-        """Replace ``old`` before its lifetime ends: open first if there is room."""
+    def _recycle(self, old: PooledConnection, spare: object | None,
+                 reason: str = "lifetime") -> None:
+        """Replace ``old`` (its lifetime ends, or a drain): open first if there is room."""
         pool = self.pool
         if spare is None:  # at the cap: the old one must go first
-            self._close(old, "lifetime")
+            self._close(old, reason)
         else:
             try:
                 new = self._open(spare)
@@ -255,7 +262,7 @@ class Maintainer:
             if new is None:  # no replacement now: keep serving until it really expires
                 pool._install(old)
                 return
-            pool._close_and_release(old, "lifetime")
+            pool._close_and_release(old, reason)
         pool.count("recycled")
 
     def _keepalive(self, conn: PooledConnection) -> None:

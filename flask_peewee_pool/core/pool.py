@@ -70,6 +70,7 @@ class PooledConnection:
         "checkouts",
         "created_at",
         "expires_at",
+        "generation",
         "holder",
         "holder_key",
         "interrupted",
@@ -93,6 +94,8 @@ class PooledConnection:
         self.segment = segment
         self.created_at = now
         self.expires_at = expires_at
+        #: The pool's drain generation when it was opened: an older one is replaced.
+        self.generation = pool._generation
         self.last_used_at = now
         self.last_checked_at = now
         self.checked_out_at = 0.0
@@ -194,6 +197,8 @@ class ConnectionPool:
         #: Callables run by the maintainer at the end of every tick with ``now`` (e.g. stats
         #: snapshot writers). Kept on the pool so they survive the rebuild after a fork.
         self.tick_hooks: list[Callable[[float], None]] = []
+        #: Bumped by drain(): connections of an older generation are replaced.
+        self._generation = 0
         self._init_state()
         _live_pools.add(self)
 
@@ -712,6 +717,8 @@ class ConnectionPool:
             self._retire_locked(conn, "closed")
         elif seg.slots - seg.retiring > seg.capacity:  # shrunk by resize: drain, no reopen
             self._retire_locked(conn, "idle")
+        elif conn.generation != self._generation:  # drain() asked for a fresh one
+            self._retire_locked(conn, "drained")
         elif conn.expires_at <= now:
             self._retire_locked(conn, "lifetime")
         elif handoff and self._waiters:
@@ -808,6 +815,8 @@ class ConnectionPool:
             seg.counters.retired_idle += 1
         elif reason == "broken":
             seg.counters.retired_broken += 1
+        elif reason == "drained":
+            seg.counters.retired_drained += 1
 
     def _reuse_slot(self, old: PooledConnection, reason: str) -> _Segment | None:
         """Account for ``old`` (closed) and keep its slot for a replacement.
@@ -1036,6 +1045,24 @@ class ConnectionPool:
                 self._retire_locked(conn, "closed")
         self.maintainer.stop(timeout)
         self.maintainer.close_retiring()
+
+    def drain(self) -> int:
+        """Replace every open connection, gracefully (after a fail-over, a password change,
+        a server restart).
+
+        Idle connections are replaced by the maintainer at once, replacement first where
+        the cap leaves room; connections in use serve their holder to the end and are
+        retired when returned, their slot reopened by the maintainer. Nothing is closed
+        under anyone, no lock is held across I/O, and the cap holds throughout. Returns
+        how many connections were open (all of them are to be replaced).
+        """
+        if self._closed:
+            raise PoolClosed(f"pool {self.name!r} is closed")
+        with self._waiters_lock:  # serialises drains against each other; no I/O
+            self._generation += 1
+        self.count("drains")
+        self.maintainer.wake()
+        return len(self._open_conns)
 
     def close_idle(self) -> int:
         """Close every idle connection now (playhouse's ``close_idle``)."""

@@ -95,6 +95,10 @@ class Counters:
     retired_lifetime: int = 0
     retired_idle: int = 0
     retired_broken: int = 0
+    #: Connections replaced because drain() asked for fresh ones.
+    retired_drained: int = 0
+    #: Calls of drain().
+    drains: int = 0
     closed: int = 0
     recycled: int = 0
     hook_failures: int = 0

@@ -12,7 +12,7 @@ the app). Gauges: ``peewee_pool_connections{state="idle|in_use|opening|closing"}
 add up to the pool's size), ``peewee_pool_max_connections``, ``peewee_pool_waiting``,
 ``peewee_pool_database_down``. Counters: ``peewee_pool_checkouts_total``,
 ``peewee_pool_connects_total``, ``peewee_pool_connect_failures_total``,
-``peewee_pool_retired_total{reason="lifetime|idle|broken"}``, ``peewee_pool_recycled_total``,
+``peewee_pool_retired_total{reason="lifetime|idle|broken|drained"}``, ``peewee_pool_recycled_total``,
 ``peewee_pool_timeouts_total``, ``peewee_pool_rejected_total``,
 ``peewee_pool_pings_total{kind="checkout|keepalive"}``,
 ``peewee_pool_ping_failures_total{kind}``, ``peewee_pool_rollbacks_total``,
@@ -98,7 +98,7 @@ DEFAULT_BUCKETS: tuple[float, ...] = tuple(
     _stats._MIN_SECONDS * 2 ** (8 * k / _stats._BUCKETS_PER_OCTAVE) for k in range(16))
 
 STATES = ("idle", "in_use", "opening", "closing")
-RETIRE_REASONS = ("lifetime", "idle", "broken")
+RETIRE_REASONS = ("lifetime", "idle", "broken", "drained")
 
 #: (metric name, help, label name or None, ((label value or None, Counters field), ...)).
 _COUNTERS: tuple[tuple[str, str, str | None, tuple[tuple[str | None, str], ...]], ...] = (
@@ -124,6 +124,8 @@ _COUNTERS: tuple[tuple[str, str, str | None, tuple[tuple[str | None, str], ...]]
      "checkin.", None, ((None, "rollbacks"),)),
     ("peewee_pool_leaks", "Connections held longer than leak_threshold.", None,
      ((None, "leaks"),)),
+    ("peewee_pool_drains", "Calls of drain(): every connection replaced.", None,
+     ((None, "drains"),)),
     ("peewee_pool_reclaimed_abandoned", "Connections taken back because the thread or "
      "greenlet holding them ended without returning them.", None,
      ((None, "reclaimed_abandoned"),)),
