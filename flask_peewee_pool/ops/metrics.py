@@ -12,8 +12,9 @@ the app). Gauges: ``peewee_pool_connections{state="idle|in_use|opening|closing"}
 add up to the pool's size), ``peewee_pool_max_connections``, ``peewee_pool_waiting``,
 ``peewee_pool_database_down``. Counters: ``peewee_pool_checkouts_total``,
 ``peewee_pool_connects_total``, ``peewee_pool_connect_failures_total``,
-``peewee_pool_retired_total{reason="lifetime|idle|broken|drained"}``, ``peewee_pool_recycled_total``,
-``peewee_pool_timeouts_total``, ``peewee_pool_rejected_total``,
+``peewee_pool_retired_total{reason="lifetime|idle|broken|drained"}``,
+``peewee_pool_recycled_total``, ``peewee_pool_timeouts_total``, ``peewee_pool_rejected_total``,
+``peewee_pool_drains_total``,
 ``peewee_pool_pings_total{kind="checkout|keepalive"}``,
 ``peewee_pool_ping_failures_total{kind}``, ``peewee_pool_rollbacks_total``,
 ``peewee_pool_leaks_total``, ``peewee_pool_reclaimed_abandoned_total``. Histograms:
