@@ -1103,9 +1103,13 @@ class ConnectionPool:
         """A consistent-enough snapshot (each segment read under its own lock)."""
         counters = Counters()
         wait, connect, usage = Histogram(), Histogram(), Histogram()
-        size = idle = in_use = opening = 0
+        size = idle = in_use = opening = stale = 0
+        generation = self._generation
         for seg in self._segments:
             with seg.lock:
+                if generation:
+                    stale += sum(c.generation != generation for c in seg.idle)
+                    stale += sum(c.generation != generation for c in seg.in_use)
                 counters.merge(seg.counters)
                 wait.merge(seg.wait_time)
                 connect.merge(seg.connect_time)
@@ -1134,6 +1138,8 @@ class ConnectionPool:
             database_down=m.database_down,
             backoff=m.backoff,
             closed=self._closed,
+            stale=stale,
+            generation=generation,
             holders=self.holders(),
         )
 

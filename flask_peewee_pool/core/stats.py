@@ -131,6 +131,11 @@ class PoolStats:
     database_down: bool = False
     backoff: float = 0.0
     closed: bool = False
+    #: Open connections (idle or in use) opened before the last drain(): still to be
+    #: replaced. 0 once a drain is complete.
+    stale: int = 0
+    #: How many drain() calls this pool has seen (the generation connections must reach).
+    generation: int = 0
     #: The longest current holders: ``{"thread", "held_for", "origin"}``, longest first.
     holders: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     #: The merged latency histograms, raw buckets included (``checkout_wait``,

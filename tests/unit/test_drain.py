@@ -67,14 +67,17 @@ def test_a_busy_connection_serves_its_holder_then_is_replaced_at_checkin(
     pool = quiet_pool(new_pool, max_connections=2)
     busy = take(pool)
     pool.drain()
+    assert (pool.stats().stale, pool.stats().generation) == (1, 1)
     pool.maintainer.tick(clock.now)
     assert busy.raw.open and driver.calls["close"] == 0  # nothing closed under its holder
+    assert pool.stats().stale == 1
     give(pool, busy)
     assert driver.calls["close"] == 0  # the checkin itself does not close it...
     pool.maintainer.tick(clock.now)  # ...the maintainer does, and reopens the slot
     assert busy.raw.closed
     s = pool.stats()
     assert (s.size, s.idle, s.in_use, s.counters.retired_drained) == (1, 1, 0, 1)
+    assert s.stale == 0
     again = take(pool)
     assert again is not busy
     give(pool, again)
