@@ -21,10 +21,11 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from ..core.drivers import normalize_application_name, normalize_external_pooler
+from ..core.attribution import normalize_application_name
 from ..core.errors import ConfigError
 from ..core.options import ALIASES, FALSE_WORDS, NONE_WORDS, TRUE_WORDS, PoolOptions
 from ..core.options import unknown_setting as _unknown_setting
+from ..core.poolers import normalize_external_pooler
 from ..core.redaction import describe as _describe_url
 from ..core.redaction import redact_params, redact_url
 from ..orm import urls

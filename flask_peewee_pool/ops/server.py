@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from ..core.drivers import parse_label
+from ..core.attribution import parse_label
 from .format import one_line, rows_of, to_int
 from .snapshots import ExtensionState
 

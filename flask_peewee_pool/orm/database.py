@@ -19,7 +19,7 @@ Two keywords beyond playhouse's (also URL query parameters):
 
 * ``application_name``: the name every server connection is labelled with, as
   ``<name>[<pid>]`` (PostgreSQL ``application_name``, MySQL ``program_name`` connection
-  attribute; see :func:`~flask_peewee_pool.core.drivers.connection_label`). Default: the pool's
+  attribute; see :func:`~flask_peewee_pool.core.attribution.connection_label`). Default: the pool's
   name (for the Flask extension, the app's import name); ``""`` sends no label.
 * ``external_pooler``: ``"pgbouncer"`` or ``"proxysql"`` when the database is reached
   through one. PgBouncer: psycopg 3's server-side prepared statements are turned off.
@@ -41,6 +41,8 @@ import peewee
 from playhouse.pool import MaxConnectionsExceeded
 
 from ..core import concurrency, errors, forking
+from ..core.attribution import normalize_application_name
+from ..core.credentials import check_credentials, resolve_credentials
 from ..core.drivers import (
     Driver,
     MySQLClientDriver,
@@ -48,14 +50,10 @@ from ..core.drivers import (
     PyMySQLDriver,
     SqliteDriver,
     _describe_params,
-    check_credentials,
-    external_pooler_warnings,
-    normalize_application_name,
-    normalize_external_pooler,
-    resolve_credentials,
 )
 from ..core.options import PoolOptions
 from ..core.pool import ConnectionPool, PooledConnection
+from ..core.poolers import external_pooler_warnings, normalize_external_pooler
 
 logger = logging.getLogger("flask_peewee_pool")
 

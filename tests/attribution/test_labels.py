@@ -12,13 +12,8 @@ import pytest
 from flask import Flask
 
 from flask_peewee_pool import PeeweePool, connect, snapshots
-from flask_peewee_pool.core.drivers import (
-    LABEL_MAX_BYTES,
-    PostgresDriver,
-    PyMySQLDriver,
-    connection_label,
-    parse_label,
-)
+from flask_peewee_pool.core.attribution import LABEL_MAX_BYTES, connection_label, parse_label
+from flask_peewee_pool.core.drivers import PostgresDriver, PyMySQLDriver
 from flask_peewee_pool.core.errors import ConfigError
 from flask_peewee_pool.ops.fleet import render_fleet
 from flask_peewee_pool.ops.processes import local_socket_owners

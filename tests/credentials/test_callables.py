@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 
 from flask_peewee_pool import ConfigError, ConnectFailed, PooledMySQLDatabase
-from flask_peewee_pool.core.drivers import (
+from flask_peewee_pool.core.credentials import (
     CredentialsError,
-    PyMySQLDriver,
     resolve_credentials,
     static_params,
 )
+from flask_peewee_pool.core.drivers import PyMySQLDriver
 from flask_peewee_pool.core.pool import ConnectionPool
 from tests.unit.fakes import LockWatch, instrument
 

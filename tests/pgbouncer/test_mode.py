@@ -9,8 +9,8 @@ import peewee
 import pytest
 
 from flask_peewee_pool import connect
-from flask_peewee_pool.core.drivers import external_pooler_warnings, normalize_external_pooler
 from flask_peewee_pool.core.errors import ConfigError
+from flask_peewee_pool.core.poolers import external_pooler_warnings, normalize_external_pooler
 
 PG = "postgresql://u@127.0.0.1:1/shop"
 MY = "mysql://u@127.0.0.1:1/shop"
