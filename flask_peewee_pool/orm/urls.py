@@ -61,15 +61,21 @@ def misspelt_pool_key(key: str) -> str | None:
 
 
 def explain_rejected(exc: ConfigError, keys: Any) -> ConfigError:
-    """A driver's refusal of the connect arguments, pinned on a misspelt query parameter
-    when there is one (``exc`` itself otherwise)."""
+    """A driver's refusal of the connect arguments, pinned on the URL's query parameter
+    that caused it (a misspelt pool setting, or one the driver names), ``exc`` itself
+    otherwise."""
     if exc.setting != "connect_args":
         return exc
+    keys = list(keys)
     for key in keys:
         meant = misspelt_pool_key(key)
         if meant is not None:
             return ConfigError("DATABASE", f"query parameter {key!r} is not a pool setting; "
                                f"did you mean {meant!r}? ({exc.detail})")
+    named = [key for key in keys if key in exc.detail]
+    if named:  # the driver names a parameter that came from the URL: say it is the URL's
+        return ConfigError("DATABASE", f"query parameter {named[0]!r} of the URL is passed "
+                           f"to the driver, which rejects it: {exc.detail}")
     return exc
 
 

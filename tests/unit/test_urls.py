@@ -10,7 +10,7 @@ from flask_peewee_pool.orm.database import (
     PooledPostgresqlDatabase,
     PooledSqliteDatabase,
 )
-from flask_peewee_pool.orm.urls import parse, redact
+from flask_peewee_pool.orm.urls import connect, parse, redact
 
 SECRET = "s3cr3t-pw"
 
@@ -166,3 +166,12 @@ def test_missing_scheme_does_not_echo_the_password():
     with pytest.raises(ConfigError) as info:
         parse(f"root:{SECRET}@localhost/db")
     assert SECRET not in str(info.value)
+
+
+def test_a_query_parameter_the_driver_rejects_is_named_as_the_urls() -> None:
+    """Found by the settings fuzzer: ``?port=:`` was reported against ``connect_args``,
+    a setting the user never wrote."""
+    with pytest.raises(ConfigError) as info:
+        connect("mysql://h/db?port=:")
+    assert info.value.setting == "DATABASE"
+    assert "query parameter 'port'" in str(info.value)
