@@ -265,8 +265,22 @@ def output(
     *,
     path: Path,
 ) -> int:
-    """Tables on stdout, plots, the Markdown file; exit status 1 if a run failed."""
-    blocks = {n: SCENARIOS[n].summarize(records, s) for n in scenario_names}
+    """Tables on stdout, plots, the Markdown file.
+
+    Exit status 1 (see :func:`report.exit_status`) if a run failed, a pool was skipped or
+    a summary or plot could not be made; every other scenario is still reported.
+    """
+    issues = list(issues)
+    failures: list[str] = []
+    for n, pools in report.failed_scenarios(records).items():
+        failures.append(f"{n}: FAILED for {', '.join(pools)} (every run of a case failed)")
+    blocks: dict[str, list[report.Block]] = {}
+    for n in scenario_names:
+        try:
+            blocks[n] = SCENARIOS[n].summarize(records, s)
+        except Exception as exc:  # one scenario's summary must not cost the others
+            failures.append(f"{n}: summary failed: {type(exc).__name__}: {exc}")
+            blocks[n] = [report.Block(f"{SCENARIOS[n].title}: summary failed", [], [])]
     print("\n\n".join(b.text() for n in scenario_names for b in blocks[n]))
     plot_dir = args.plots or args.out
     plot_dir.mkdir(parents=True, exist_ok=True)
@@ -275,7 +289,8 @@ def output(
         try:
             plots += SCENARIOS[n].plot(records, s, plot_dir)
         except Exception as exc:  # a plot must never cost the figures
-            issues.append(f"{n}: plot failed: {exc!r}")
+            failures.append(f"{n}: plot failed: {type(exc).__name__}: {exc}")
+    issues = failures + issues
     print()
     print("\n".join(["problems:", *issues]) if issues else "problems: none")
     sessions = meta["server_sessions"]
@@ -306,7 +321,9 @@ def output(
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text("\n".join(md) + "\n")
         print(f"markdown: {args.markdown}")
-    return 1 if any("error" in r for r in records) else 0
+    status = report.exit_status(records, failures)
+    print(f"status: {'FAILED' if status else 'ok'}")
+    return status
 
 
 def library_state() -> dict[str, str]:
