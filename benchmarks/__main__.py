@@ -251,6 +251,9 @@ def run(
         "scenario_s": scenario_s,
         "loadavg": [load_before, loadavg()],
         "server_sessions": [ctx.baseline_sessions, sessions_after],
+        # Free-threaded builds: whether the GIL was on at the end (an extension module
+        # without Py_mod_gil turns it back on for the whole process).
+        "gil_enabled_at_end": getattr(sys, "_is_gil_enabled", lambda: True)(),
     }
     return meta, records, issues
 

@@ -146,8 +146,40 @@ cmd_test() {
 cmd_bench() {
     cmd_build
     mkdir -p "$FT_OUT"
-    log "S1 scaling on $FT_VERSION (fake driver) and S2 at 0 ms (MariaDB)"
-    "$FT_VENV/bin/python" -m benchmarks.scaling --out "$FT_OUT" "$@"
+    local py="$FT_VENV/bin/python"
+    # The same build twice: GIL off (the default of a free-threaded build; scaling.py
+    # records sys._is_gil_enabled() at start and end) and GIL forced on (PYTHON_GIL=1),
+    # the control that shows what the GIL alone costs on the same interpreter.
+    log "S1 scaling on $FT_VERSION, GIL off, then PYTHON_GIL=1 (fake driver)"
+    env -u PYTHON_GIL "$py" -m benchmarks.scaling --out "$FT_OUT" --name s1-scaling-gil0.json \
+        --markdown "$FT_OUT/s1-scaling-gil0.md" "$@"
+    grep -q '"gil_enabled_at_end": false' "$FT_OUT/s1-scaling-gil0.json" ||
+        die "the GIL came back on during the GIL-off scaling run (an extension module?)"
+    PYTHON_GIL=1 "$py" -m benchmarks.scaling --out "$FT_OUT" --name s1-scaling-gil1.json \
+        --markdown "$FT_OUT/s1-scaling-gil1.md" "$@"
+    [ -n "${FPP_POOL_USER:-}" ] || die "export FPP_POOL_USER=<your own account name> first"
+    log "S2 at 0 ms against MariaDB on $FT_VERSION, GIL off, then PYTHON_GIL=1"
+    local gil
+    for gil in 0 1; do
+        # gil 0: PYTHON_GIL unset, so an extension that turns the GIL back on would show
+        # in the results' "gil_enabled_at_end" (checked below), not be overridden.
+        local env_gil=(env -u PYTHON_GIL)
+        [ "$gil" -eq 0 ] || env_gil=(env PYTHON_GIL=1)
+        "${env_gil[@]}" "$py" -m benchmarks s2 --latencies-ms 0 --out "$FT_OUT/s2-gil$gil" \
+            --markdown "$FT_OUT/s2-0ms-gil$gil.md" || die "S2 (gil $gil) failed"
+        grep -qh "\"gil_enabled_at_end\": $([ "$gil" -eq 0 ] && echo false || echo true)" \
+            "$FT_OUT/s2-gil$gil"/*.json || die "S2 (gil $gil): GIL state not as asked"
+    done
+    # The plot needs matplotlib, which this venv does not carry: the repo's venv draws it.
+    if [ -x "$REPO/.venv/bin/python" ] && "$REPO/.venv/bin/python" -c 'import matplotlib' 2>/dev/null
+    then
+        "$REPO/.venv/bin/python" -m benchmarks.scaling \
+            --from "$FT_OUT/s1-scaling-gil0.json" "$FT_OUT/s1-scaling-gil1.json" \
+            --labels "3.13.5t, GIL off;3.13.5t, PYTHON_GIL=1" --plot "$FT_OUT/s1-scaling.png"
+    else
+        echo "no matplotlib in $REPO/.venv: plot skipped (make .venv PIP_EXTRAS=bench)"
+    fi
+    echo "results: $FT_OUT"
 }
 
 case "${1:-all}" in
