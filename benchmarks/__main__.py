@@ -153,10 +153,6 @@ def versions() -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # The pools log every failed connect/rollback of the S5 outage with a traceback;
-    # what matters is counted in the records instead.
-    for name in ("sqlalchemy.pool", "flask_peewee_pool", "peewee.pool", "dbutils"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
     if args.from_file is not None:  # re-render a saved run: tables, Markdown, plots
         payload = report.load(args.from_file)
         meta, records = payload["meta"], payload["records"]
@@ -165,6 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         issues = report.problems(records)
         return output(args, s, names, meta, records, issues, path=args.from_file)
     s = settings_from(args)
+    # The pools log every failed connect/rollback of the S5 outage with a traceback;
+    # what matters is counted in the records instead. (Only for a live run: re-rendering
+    # with --from, e.g. from a test, leaves the process's logging alone.)
+    for name in ("sqlalchemy.pool", "flask_peewee_pool", "peewee.pool", "dbutils"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     meta, records, issues = run(args, s, argv)
     stem = f"{dt.datetime.fromisoformat(meta['started']):%Y%m%dT%H%M%SZ}"
     name = f"{stem}-{'-'.join(meta['scenarios'])}-{s.mode}.json"
@@ -337,8 +338,9 @@ def library_state() -> dict[str, str]:
 
     root = Path(__file__).resolve().parent.parent
     digest = hashlib.sha256()
-    for path in sorted((root / "flask_peewee_pool").glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    package = root / "flask_peewee_pool"
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],

@@ -8,6 +8,7 @@ exercise what ``--quick`` and CI's ``--smoke`` print, without a server.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,18 @@ import pytest
 from benchmarks import report
 from benchmarks.__main__ import main
 from benchmarks.scenarios import Settings
+
+
+@pytest.fixture(autouse=True)
+def _logging_untouched() -> Any:
+    """Re-rendering must leave the process's loggers as they were (later tests read logs)."""
+    names = ("sqlalchemy.pool", "flask_peewee_pool", "peewee.pool", "dbutils")
+    before = {n: logging.getLogger(n).level for n in names}
+    yield
+    after = {n: logging.getLogger(n).level for n in names}
+    for n, level in before.items():
+        logging.getLogger(n).setLevel(level)
+    assert after == before
 
 
 def _meta(scenarios: list[str]) -> dict[str, Any]:
