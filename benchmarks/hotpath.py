@@ -286,6 +286,10 @@ def cmd_scale(args: argparse.Namespace) -> dict[str, Any]:
             for n in (1, 2):
                 figures = []
                 for _ in range(args.repeats):
+                    if args.quiet_below is not None:
+                        from .scaling import wait_for_quiet
+
+                        wait_for_quiet(args.quiet_below, args.quiet_wait)
                     with applied(variant):
                         op, close = make_db(variant, path)
                         try:
@@ -299,11 +303,20 @@ def cmd_scale(args: argparse.Namespace) -> dict[str, Any]:
                         finally:
                             close()
                     cpu = run.counters.get("cpu_client_s") or math.nan
-                    figures.append((run.units / run.elapsed, cpu / run.units * 1e6))
-                ops = statistics.median(f[0] for f in figures)
-                us = statistics.median(f[1] for f in figures)
-                res["runs"][f"{variant} x{n}"] = {"ops_per_s": ops, "cpu_us_per_op": us}
-                print(f"  {variant:<24} {n} thread(s) {ops:10.0f}/s {us:6.2f} us/op", flush=True)
+                    figures.append(
+                        (run.units / run.elapsed, cpu / run.units * 1e6, cpu / run.elapsed)
+                    )
+                ops, us, cores = (statistics.median(f[i] for f in figures) for i in range(3))
+                res["runs"][f"{variant} x{n}"] = {
+                    "ops_per_s": ops,
+                    "cpu_us_per_op": us,
+                    "cores": cores,
+                }
+                print(
+                    f"  {variant:<24} {n} thread(s) {ops:10.0f}/s {us:6.2f} us/op"
+                    f" {cores:4.2f} cores",
+                    flush=True,
+                )
     res["gil_at_end"] = _gil()
     return res
 
@@ -339,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("mode", choices=("callgrind", "time", "profile", "scale"))
     p.add_argument("--repeats", type=int, default=3, help="scale: runs per figure")
     p.add_argument("--duration", type=float, default=1.0, help="scale: window per run, s")
+    p.add_argument("--quiet-below", type=float, help="scale: wait for a quiet machine first")
+    p.add_argument("--quiet-wait", type=float, default=20.0, help="scale: at most this long")
     p.add_argument("--n", type=int, help="ops per run (default 20000; profile 200000)")
     p.add_argument("--variants", help=f"comma-separated subset of {', '.join(VARIANTS)}")
     p.add_argument("--json", type=Path, help="write the figures here")

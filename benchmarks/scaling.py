@@ -25,6 +25,7 @@ import os
 import platform
 import sys
 import sysconfig
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,22 @@ def measure(pool: str, threads: int, size: int, duration: float) -> dict[str, An
     return rec
 
 
+def wait_for_quiet(below: float, limit: float, sample: float = 0.5) -> float:
+    """Wait (at most ``limit`` s) until the rest of the machine uses fewer than ``below``
+    cores over a ``sample`` window; returns the last figure. On a shared machine a run
+    started in a quiet moment is the only one whose speed-up means anything."""
+    from .runner import machine_busy_seconds
+
+    deadline = time.monotonic() + limit
+    while True:
+        a = machine_busy_seconds()
+        time.sleep(sample)  # measuring the machine over a window: nothing to wait on
+        b = machine_busy_seconds()
+        busy = (b - a) / sample if a is not None and b is not None else 0.0
+        if busy < below or time.monotonic() >= deadline:
+            return busy
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     threads = [int(x) for x in args.threads.split(",")]
     pools = args.pools.split(",")
@@ -132,6 +149,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "pool_size": size,
         "duration": args.duration,
         "repeats": args.repeats,
+        "quiet_below": args.quiet_below,
         "library": _library_state(),
     }
     records = []
@@ -139,7 +157,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for rep in range(args.repeats):
             shift = rep % len(pools)
             for pool in pools[shift:] + pools[:shift]:
-                base = {"pool": pool, "threads": n, "repeat": rep}
+                base: dict[str, Any] = {"pool": pool, "threads": n, "repeat": rep}
+                if args.quiet_below is not None:
+                    base["busy_before"] = wait_for_quiet(args.quiet_below, args.quiet_wait)
                 try:
                     rec = base | measure(pool, n, size, args.duration)
                 except Exception as exc:
@@ -306,6 +326,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pools", default=",".join(POOLS), help=f"subset of {', '.join(POOLS)}")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--duration", type=float, default=2.0, help="window per run, s")
+    p.add_argument(
+        "--quiet-below",
+        type=float,
+        help="before each run, wait until other processes use fewer than this many cores",
+    )
+    p.add_argument("--quiet-wait", type=float, default=30.0, help="at most this long, s")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     p.add_argument("--name", help="results file name (default: time + interpreter + GIL)")
     p.add_argument(
