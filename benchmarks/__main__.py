@@ -153,10 +153,6 @@ def versions() -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # The pools log every failed connect/rollback of the S5 outage with a traceback;
-    # what matters is counted in the records instead.
-    for name in ("sqlalchemy.pool", "flask_peewee_pool", "peewee.pool", "dbutils"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
     if args.from_file is not None:  # re-render a saved run: tables, Markdown, plots
         payload = report.load(args.from_file)
         meta, records = payload["meta"], payload["records"]
@@ -165,6 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         issues = report.problems(records)
         return output(args, s, names, meta, records, issues, path=args.from_file)
     s = settings_from(args)
+    # The pools log every failed connect/rollback of the S5 outage with a traceback;
+    # what matters is counted in the records instead. (Only for a live run: re-rendering
+    # with --from, e.g. from a test, leaves the process's logging alone.)
+    for name in ("sqlalchemy.pool", "flask_peewee_pool", "peewee.pool", "dbutils"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     meta, records, issues = run(args, s, argv)
     stem = f"{dt.datetime.fromisoformat(meta['started']):%Y%m%dT%H%M%SZ}"
     name = f"{stem}-{'-'.join(meta['scenarios'])}-{s.mode}.json"
@@ -251,6 +252,9 @@ def run(
         "scenario_s": scenario_s,
         "loadavg": [load_before, loadavg()],
         "server_sessions": [ctx.baseline_sessions, sessions_after],
+        # Free-threaded builds: whether the GIL was on at the end (an extension module
+        # without Py_mod_gil turns it back on for the whole process).
+        "gil_enabled_at_end": getattr(sys, "_is_gil_enabled", lambda: True)(),
     }
     return meta, records, issues
 
@@ -265,8 +269,22 @@ def output(
     *,
     path: Path,
 ) -> int:
-    """Tables on stdout, plots, the Markdown file; exit status 1 if a run failed."""
-    blocks = {n: SCENARIOS[n].summarize(records, s) for n in scenario_names}
+    """Tables on stdout, plots, the Markdown file.
+
+    Exit status 1 (see :func:`report.exit_status`) if a run failed, a pool was skipped or
+    a summary or plot could not be made; every other scenario is still reported.
+    """
+    issues = list(issues)
+    failures: list[str] = []
+    for n, pools in report.failed_scenarios(records).items():
+        failures.append(f"{n}: FAILED for {', '.join(pools)} (every run of a case failed)")
+    blocks: dict[str, list[report.Block]] = {}
+    for n in scenario_names:
+        try:
+            blocks[n] = SCENARIOS[n].summarize(records, s)
+        except Exception as exc:  # one scenario's summary must not cost the others
+            failures.append(f"{n}: summary failed: {type(exc).__name__}: {exc}")
+            blocks[n] = [report.Block(f"{SCENARIOS[n].title}: summary failed", [], [])]
     print("\n\n".join(b.text() for n in scenario_names for b in blocks[n]))
     plot_dir = args.plots or args.out
     plot_dir.mkdir(parents=True, exist_ok=True)
@@ -275,7 +293,8 @@ def output(
         try:
             plots += SCENARIOS[n].plot(records, s, plot_dir)
         except Exception as exc:  # a plot must never cost the figures
-            issues.append(f"{n}: plot failed: {exc!r}")
+            failures.append(f"{n}: plot failed: {type(exc).__name__}: {exc}")
+    issues = failures + issues
     print()
     print("\n".join(["problems:", *issues]) if issues else "problems: none")
     sessions = meta["server_sessions"]
@@ -306,7 +325,9 @@ def output(
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text("\n".join(md) + "\n")
         print(f"markdown: {args.markdown}")
-    return 1 if any("error" in r for r in records) else 0
+    status = report.exit_status(records, failures)
+    print(f"status: {'FAILED' if status else 'ok'}")
+    return status
 
 
 def library_state() -> dict[str, str]:
@@ -317,8 +338,9 @@ def library_state() -> dict[str, str]:
 
     root = Path(__file__).resolve().parent.parent
     digest = hashlib.sha256()
-    for path in sorted((root / "flask_peewee_pool").glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    package = root / "flask_peewee_pool"
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+NO_ROWS = "FAILED: no successful run (see problems)"
+
 
 @dataclass
 class Block:
@@ -28,9 +30,14 @@ class Block:
     notes: list[str] = field(default_factory=list)
 
     def text(self) -> str:
+        if not self.rows:
+            return "\n".join([self.title, NO_ROWS, *self.notes])
         return "\n".join([self.title, table(self.headers, self.rows), *self.notes])
 
     def markdown(self) -> str:
+        if not self.rows:
+            notes = [f"- {n}" for n in self.notes]
+            return "\n".join([f"**{self.title}**", "", NO_ROWS, "", *notes]).rstrip()
         head = "| " + " | ".join(self.headers) + " |"
         rule = "|" + "|".join("---" if i == 0 else "---:" for i in range(len(self.headers))) + "|"
         body = ["| " + " | ".join(fmt(c) for c in row) + " |" for row in self.rows]
@@ -65,8 +72,9 @@ def fmt(value: Any, digits: int = 3) -> str:
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Aligned plain-text table; a header line alone when there are no rows."""
     cells = [[fmt(c) for c in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
 
     def line(values: Sequence[str]) -> str:
         first, *rest = values
@@ -97,7 +105,7 @@ def problems(records: Iterable[dict[str, Any]]) -> list[str]:
                 seen_skips.add(r["pool"])
                 lines.append(f"skipped pool {r['pool']!r}: {r['skipped']}")
         elif "error" in r:
-            lines.append(f"{where} repeat {r.get('repeat')}: FAILED {r['error']}")
+            lines.append(f"{where} repeat {r.get('repeat')}: FAILED {one_line(r['error'])}")
         else:
             if r.get("errors") and not r.get("errors_expected"):
                 lines.append(f"{where}: {r['errors']} unit errors, first {r.get('first_error')}")
@@ -106,6 +114,40 @@ def problems(records: Iterable[dict[str, Any]]) -> list[str]:
             if r.get("leftover_connections"):
                 lines.append(f"{where}: {r['leftover_connections']} connections left open")
     return lines
+
+
+def failed_scenarios(records: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
+    """Scenario -> pools that ran in it and never succeeded in some case (every repeat
+    failed): what the tables cannot show, since a failed run has no figures."""
+    ran: dict[tuple[str, str, str], bool] = {}
+    for r in records:
+        if "skipped" in r:
+            continue
+        key = (str(r.get("scenario")), str(r.get("case")), str(r.get("pool")))
+        ran[key] = ran.get(key, False) or "error" not in r
+    out: dict[str, list[str]] = {}
+    for (scenario, _case, pool), ok in ran.items():
+        if not ok and pool not in out.setdefault(scenario, []):
+            out[scenario].append(pool)
+    return {k: v for k, v in out.items() if v}
+
+
+def exit_status(records: Iterable[dict[str, Any]], failures: Sequence[str]) -> int:
+    """1 when the run measured less than it was asked to: a failed run, a pool whose code
+    does not import, or a summary/plot that could not be made; else 0.  Findings about a
+    pool's behaviour (unit errors, leaked connections) are reported but are results."""
+    bad = any("error" in r or "skipped" in r for r in records)
+    return 1 if bad or failures else 0
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """An error on one line: its first line and, for a captured traceback, the last
+    (where the exception itself is), so a problems list stays a list."""
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    head = lines[0] if len(lines[0]) <= limit else lines[0][: limit - 3] + "..."
+    return head if len(lines) == 1 else f"{head} ... {lines[-1]}"
 
 
 def write_json(out_dir: Path, name: str, payload: dict[str, Any]) -> Path:
