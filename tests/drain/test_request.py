@@ -171,7 +171,7 @@ def test_pool_drain_times_out_with_a_table_and_exit_1(tmp_path: Path, pool_db: A
     assert code == 1
     text = out[-1]
     assert f"\n{os.getpid()}  not seen yet" in text
-    assert "FAIL: not drained within 2 s: 1 of 1 live process still hold" in text
+    assert "FAIL: not drained within 2 s: 1 of 1 live process not done" in text
     assert 2.0 <= clock.now < 2.5
 
 
