@@ -174,7 +174,8 @@ def pool_drain(state: ExtensionState, echo: Echo, *, wait: bool = True,
         left = sum(r["status"] not in ("done", "new") for r in rows)
         why = "interrupted" if interrupted else f"not drained within {timeout:g} s"
         out.append(f"FAIL: {why}: {left} of {_processes(len(rows))} not done (connections "
-                   "opened before the request left, OLD LEFT, or the request not seen yet).")
+                   "opened before the request still open or closing, or the request not "
+                   "seen yet).")
     echo("\n".join(out), False)
     return 0 if doc["done"] and not interrupted else 1
 

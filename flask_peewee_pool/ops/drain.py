@@ -16,10 +16,13 @@ workers) that share nothing but the stats directory their snapshot writers write
   newer anyway. One older than :data:`MAX_REQUEST_AGE` is ignored too, so a process whose
   pool sat unused for an hour does not drain for yesterday's fail-over.
 
-**Done**, for one process: its snapshot (written after it applied the token) shows the token
-applied, ``stats.stale == 0`` (no open connection, idle or in use, of a generation older
-than its last drain) and ``stats.generation`` at least the one the drain reached. A process
-started after the request is done by definition. :func:`progress` decides it per process.
+**Done**, for one process (:func:`finished`): its snapshot (written after it applied the
+token) shows the token applied, ``stats.generation`` at least the one the drain reached,
+``stats.stale == 0`` (no open connection, idle or in use, of an older generation), and no
+old connection still being closed: either as many ``retired_drained`` since the drain as
+connections were open at it, or ``stats.closing == 0`` (some may have retired for another
+reason, their lifetime say). A process started after the request is done by definition.
+:func:`progress` decides it per process.
 """
 
 from __future__ import annotations
@@ -158,12 +161,14 @@ class DrainWatcher:
                         now - requested_at, MAX_REQUEST_AGE)
             return False
         connections = pool.drain()
+        stats = pool.stats()
         self.applied = {
             "token": token,
             "requested_at": requested_at,
             "applied_at": now,
             "connections": connections,
-            "generation": pool.stats().generation,
+            "generation": stats.generation,
+            "retired_drained": stats.counters.retired_drained,
         }
         logger.info("pool %r drained on request %s: %d connection(s) to replace",
                     pool.name, token, connections)
@@ -173,18 +178,33 @@ class DrainWatcher:
 # ----------------------------------------------------------------------------- progress
 
 
+def replaced(stats: dict[str, Any], applied: dict[str, Any]) -> int:
+    """Connections retired by drains since ``applied`` (from a snapshot's ``stats``)."""
+    counters = stats.get("counters") or {}
+    return max(0, int(counters.get("retired_drained") or 0)
+               - int(applied.get("retired_drained") or 0))
+
+
+def finished(stats: dict[str, Any], applied: dict[str, Any]) -> bool:
+    """True if the drain ``applied`` left no old connection, by ``stats`` (a snapshot's
+    ``stats`` document, i.e. ``PoolStats.as_dict()``): see the module docstring."""
+    if int(stats.get("generation") or 0) < int(applied.get("generation") or 0):
+        return False
+    if int(stats.get("stale") or 0):
+        return False
+    return (replaced(stats, applied) >= int(applied.get("connections") or 0)
+            or not int(stats.get("closing") or 0))
+
+
 def process_status(snap: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
     """One process's row: ``status`` is ``done``, ``new`` (started after the request),
     ``draining`` (token applied, old connections left) or ``pending`` (not yet seen)."""
     stats = snap.get("stats") or {}
-    counters = stats.get("counters") or {}
     applied = snap.get("drain") or {}
-    stale = int(stats.get("stale") or 0)
-    generation = int(stats.get("generation") or 0)
+    mine = applied.get("token") == request["token"]
     started_at = float(snap.get("started_at") or 0.0)
-    if applied.get("token") == request["token"]:
-        reached = generation >= int(applied.get("generation") or 0)
-        status = "done" if stale == 0 and reached else "draining"
+    if mine:
+        status = "done" if finished(stats, applied) else "draining"
     elif started_at > float(request["requested_at"]):
         status = "new"
     else:
@@ -194,13 +214,13 @@ def process_status(snap: dict[str, Any], request: dict[str, Any]) -> dict[str, A
         "hostname": snap.get("hostname"),
         "pool": snap.get("pool"),
         "status": status,
-        "connections": int(applied.get("connections") or 0)
-        if applied.get("token") == request["token"] else None,
-        "stale": stale,
+        "connections": int(applied.get("connections") or 0) if mine else None,
+        "replaced": replaced(stats, applied) if mine else None,
+        "stale": int(stats.get("stale") or 0),
         "in_use": int(stats.get("in_use") or 0),
         "idle": int(stats.get("idle") or 0),
-        "retired_drained": int(counters.get("retired_drained") or 0),
-        "generation": generation,
+        "closing": int(stats.get("closing") or 0),
+        "generation": int(stats.get("generation") or 0),
     }
 
 
@@ -226,15 +246,19 @@ def render_progress(doc: dict[str, Any]) -> list[str]:
     rows = doc["processes"]
     hosts = len({r["hostname"] for r in rows}) > 1
     heads = ["PID"] + (["HOST"] if hosts else []) + [
-        "STATUS", "TO REPLACE", "OLD LEFT", "IN USE", "IDLE", "RETIRED: DRAINED", "DRAINS"]
+        "STATUS", "OPEN AT DRAIN", "REPLACED", "OLD LEFT", "IN USE", "IDLE", "CLOSING",
+        "DRAINS"]
+
+    def cell(value: Any) -> str:
+        return "-" if value is None else str(value)
+
     cells = []
     for r in rows:
         ident = [str(r["pid"])] + ([str(r["hostname"])] if hosts else [])
-        replace = "-" if r["connections"] is None else str(r["connections"])
-        cells.append([*ident, _STATUS_TEXT[r["status"]], replace, str(r["stale"]),
-                      str(r["in_use"]), str(r["idle"]), str(r["retired_drained"]),
-                      str(r["generation"])])
-    left = frozenset(range(len(heads) - 6))
+        cells.append([*ident, _STATUS_TEXT[r["status"]],
+                      *(cell(r[k]) for k in ("connections", "replaced", "stale", "in_use",
+                                             "idle", "closing", "generation"))])
+    left = frozenset(range(len(heads) - 7))
     return table(heads, cells, left)
 
 

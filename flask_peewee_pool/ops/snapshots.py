@@ -50,6 +50,7 @@ from ..core import forking
 from ..core.pool import ConnectionPool
 from ..core.redaction import redact_fields, redact_url
 from .drain import DrainWatcher
+from .drain import finished as drain_finished
 from .processes import pid_alive, process_start
 
 logger = logging.getLogger("flask_peewee_pool")
@@ -354,7 +355,8 @@ class SnapshotWriter:
             ensure_stats_dir(self.stats_dir)
             write_json_atomic(path, doc)
             self._written, self._written_pid = path, os.getpid()
-        if self._draining and not doc["stats"]["stale"]:
+        applied = doc.get("drain")
+        if self._draining and applied and drain_finished(doc["stats"], applied):
             self._draining = False  # written with no old connection left: back to interval
         return path
 

@@ -135,6 +135,24 @@ def test_snapshot_writer_applies_the_request_and_writes_at_once(
         snapshots.stop_snapshots(state)
 
 
+def test_finished_means_no_old_connection_open_or_closing() -> None:
+    applied = {"token": "t", "connections": 2, "generation": 1, "retired_drained": 3}
+
+    def stats(stale: int = 0, generation: int = 1, retired: int = 5, closing: int = 0) -> Any:
+        return {"stale": stale, "generation": generation, "closing": closing,
+                "counters": {"retired_drained": retired}}
+
+    assert drain.finished(stats(), applied)
+    assert not drain.finished(stats(stale=1), applied)
+    assert not drain.finished(stats(generation=0), applied)
+    # Withdrawn for replacement but still closing (not counted yet): not finished ...
+    assert not drain.finished(stats(retired=4, closing=1), applied)
+    # ... unless both old ones are counted as replaced (the closing one is another's).
+    assert drain.finished(stats(retired=5, closing=1), applied)
+    # One retired for another reason (lifetime): finished once nothing is closing.
+    assert drain.finished(stats(retired=4, closing=0), applied)
+
+
 def _fake_snapshot(stats_dir: Path, request: dict[str, Any], *, token: str | None,
                    stale: int, started_at: float) -> None:
     """A snapshot of this (live) process, as a server process would write it."""
