@@ -130,7 +130,7 @@ def pool_drain(state: ExtensionState, echo: Echo, *, wait: bool = True,
                              "done": True}, indent=2), False)
         else:
             echo(f"Snapshots are off for pool {pool.name!r} of app {app_name!r} (no stats "
-                 "directory, or STATS_INTERVAL off): no other process can be reached.\n"
+                 "directory): no other process can be reached.\n"
                  f"Drained this process's pool only (pid {os.getpid()}, {connections} "
                  "connection(s) to replace).", False)
         return 0

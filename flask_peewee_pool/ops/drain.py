@@ -216,7 +216,7 @@ def process_status(snap: dict[str, Any], request: dict[str, Any]) -> dict[str, A
         "status": status,
         "connections": int(applied.get("connections") or 0) if mine else None,
         "replaced": replaced(stats, applied) if mine else None,
-        "stale": int(stats.get("stale") or 0),
+        "stale": int(stats.get("stale") or 0) if mine else None,
         "in_use": int(stats.get("in_use") or 0),
         "idle": int(stats.get("idle") or 0),
         "closing": int(stats.get("closing") or 0),
