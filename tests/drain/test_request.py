@@ -74,11 +74,12 @@ def test_watcher_stats_once_per_tick_and_drains_once_per_token(
     drain.write_request(str(tmp_path), drain.make_request("drain_app", "drain_app"))
     reads = []
     real_read = drain.read_request
-    monkeypatch.setattr(drain, "read_request", lambda p: reads.append(p) or real_read(p))
+    monkeypatch.setattr(drain, "read_request", lambda p: (
+        reads.append(p) if p == watcher.path else None) or real_read(p))
     stats_calls = []
     real_stat = os.stat
-    monkeypatch.setattr(drain.os, "stat", lambda p, *a, **k: stats_calls.append(p)
-                        or real_stat(p, *a, **k))
+    monkeypatch.setattr(drain.os, "stat", lambda p, *a, **k: (
+        stats_calls.append(p) if p == watcher.path else None) or real_stat(p, *a, **k))
     assert watcher.poll(pool_db.pool)
     assert pool_db.pool.stats().generation == 1
     for _ in range(5):
