@@ -10,8 +10,9 @@ from .adapters.django_ext import (
     PoolMiddleware,
     close,
     database,
+    drain,
     get_state,
 )
 
 __all__ = ["SETTING", "DjangoPoolState", "Model", "PeeweePoolConfig", "PoolImproperlyConfigured",
-           "PoolMiddleware", "close", "database", "get_state"]
+           "PoolMiddleware", "close", "database", "drain", "get_state"]

@@ -88,6 +88,7 @@ __all__ = [
     "PoolMiddleware",
     "close",
     "database",
+    "drain",
     "get_state",
 ]
 
@@ -221,6 +222,13 @@ def _configure() -> PoolRuntime:
         database.initialize(state.database)
         _state = state
         return state
+
+
+def drain() -> int:
+    """Replace every connection of this process's pool, gracefully: idle ones at once,
+    busy ones when returned. Returns how many were open. ``manage.py pool_drain`` asks
+    every process of the project."""
+    return get_state().drain()
 
 
 def close() -> None:

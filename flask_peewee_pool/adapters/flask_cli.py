@@ -4,9 +4,10 @@
 row per live process, from their snapshots, with totals, the server's limits and
 warnings); ``pool-stats --server`` "who holds connections to this database server, from
 every host?"; ``pool-check`` "can this process reach the database right now, and how
-fast?" (exit 0 or 1, bounded by ``--timeout``: fit for a readiness probe). The reports
+fast?" (exit 0 or 1, bounded by ``--timeout``: fit for a readiness probe); ``pool-drain``
+"replace every connection of every process, without failing a request". The reports
 themselves are framework-neutral (:mod:`flask_peewee_pool.ops`); Django's ``manage.py
-pool_stats`` / ``pool_check`` print the same. Neither ever prints a password.
+pool_stats`` / ``pool_check`` / ``pool_drain`` print the same. Neither ever prints a password.
 """
 
 from __future__ import annotations
@@ -19,16 +20,18 @@ from ..integration.runtime import PoolRuntime
 from ..ops import commands
 from ..ops.check import DEFAULT_TIMEOUT
 
-__all__ = ["EXTENSION_KEY", "pool_check_command", "pool_stats_command", "register_commands"]
+__all__ = ["EXTENSION_KEY", "pool_check_command", "pool_drain_command", "pool_stats_command",
+           "register_commands"]
 
 #: Where the extension keeps its :class:`PoolRuntime` in ``app.extensions``.
 EXTENSION_KEY = "peewee_pool"
 
 
 def register_commands(app: Flask) -> None:
-    """Add ``pool-stats`` and ``pool-check`` to ``app.cli`` (called by ``init_app``)."""
+    """Add ``pool-stats``, ``pool-check`` and ``pool-drain`` to ``app.cli`` (``init_app``)."""
     app.cli.add_command(pool_stats_command)
     app.cli.add_command(pool_check_command)
+    app.cli.add_command(pool_drain_command)
 
 
 def _runtime() -> PoolRuntime:
@@ -96,3 +99,22 @@ def pool_check_command(as_json: bool, connections: int, strict: bool, timeout: f
     """
     _exit(commands.pool_check(_runtime(), _echo, as_json=as_json, connections=connections,
                               strict=strict, timeout=timeout))
+
+
+@click.command("pool-drain")
+@click.option("--no-wait", is_flag=True,
+              help="Write the request and exit; the processes drain at their next tick.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
+              default=commands.DEFAULT_DRAIN_TIMEOUT, show_default=True, metavar="SECONDS",
+              help="Longest to wait for every process; then exit 1.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@with_appcontext
+def pool_drain_command(no_wait: bool, timeout: float, as_json: bool) -> None:
+    """Replace every connection of every live process of this app, gracefully.
+
+    Idle connections are replaced at once, busy ones when returned; no request fails. For
+    a fail-over, a password change, a server restart. Waits until every process's
+    snapshot shows no connection opened before the request: exit 0, or 1 after --timeout.
+    """
+    _exit(commands.pool_drain(_runtime(), _echo, wait=not no_wait, timeout=timeout,
+                              as_json=as_json))

@@ -344,6 +344,12 @@ class PeeweePool:
         """A snapshot of the pool's counters (:class:`~flask_peewee_pool.PoolStats`)."""
         return self.get_state(app).stats()
 
+    def drain(self, app: Flask | None = None) -> int:
+        """Replace every connection of ``app``'s pool in this process, gracefully (after a
+        fail-over, a password change, a server restart): idle ones at once, busy ones when
+        returned. Returns how many were open. ``flask pool-drain`` asks every process."""
+        return self.get_state(app).drain()
+
     def close(self, app: Flask | None = None) -> None:
         """Close ``app``'s pool (default: as :meth:`get_state` finds it) for good.
 

@@ -104,6 +104,15 @@ class PoolRuntime:
     def stats(self) -> PoolStats:
         return self.database.pool_stats()  # type: ignore[no-any-return]
 
+    def drain(self) -> int:
+        """Replace every connection of this process's pool, gracefully: idle ones now, busy
+        ones when returned (``ConnectionPool.drain``). Returns how many were open.
+
+        Only this process: ``flask pool-drain`` / ``manage.py pool_drain`` ask every
+        process of the app (:mod:`flask_peewee_pool.ops.drain`).
+        """
+        return self.database.pool.drain()  # type: ignore[no-any-return]
+
     def close(self) -> None:
         """Stop the metrics and the snapshot writer (its file is removed), close the pool.
 

@@ -49,6 +49,8 @@ from typing import Any, Protocol
 from ..core import forking
 from ..core.pool import ConnectionPool
 from ..core.redaction import redact_fields, redact_url
+from .drain import DrainWatcher
+from .drain import finished as drain_finished
 from .processes import pid_alive, process_start
 
 logger = logging.getLogger("flask_peewee_pool")
@@ -61,6 +63,9 @@ DEFAULT_DIRNAME = "peewee_pool_stats"
 DEFAULT_INTERVAL = 5.0
 #: Temporary files of writers that died mid-write are removed after this many seconds.
 _TEMP_GRACE = 60.0
+#: While a drain is replacing connections, snapshots are written this often (at most), so
+#: ``pool-drain`` sees the end of it soon; afterwards ``interval`` again.
+DRAINING_INTERVAL = 0.5
 
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
@@ -157,7 +162,8 @@ def build_snapshot(state: ExtensionState) -> dict[str, Any]:
 
 
 def _document(*, pool: ConnectionPool, app_name: str, database: dict[str, Any],
-              interval: float, started_at: float) -> dict[str, Any]:
+              interval: float, started_at: float,
+              drain: dict[str, Any] | None = None) -> dict[str, Any]:
     pid = os.getpid()
     return {
         "format": SNAPSHOT_FORMAT,
@@ -172,6 +178,7 @@ def _document(*, pool: ConnectionPool, app_name: str, database: dict[str, Any],
         "stats": pool.stats().as_dict(),
         "options": pool.options.describe(),
         "database": database,
+        "drain": drain,
     }
 
 
@@ -258,6 +265,11 @@ class SnapshotWriter:
         self._failing = False
         self._stopped = False
         self.started_at = time.time()
+        #: Notices drain requests for this pool in ``stats_dir`` (:mod:`.drain`).
+        self.watcher = DrainWatcher(stats_dir, pool.name, app_name,
+                                    started_at=self.started_at)
+        self._draining = False
+        self._drain_failing = False
 
     def __repr__(self) -> str:
         return f"<SnapshotWriter {self.stats_dir!r} every {self.interval} s>"
@@ -278,12 +290,17 @@ class SnapshotWriter:
     def __call__(self, now: float) -> None:
         """The maintainer hook: write if ``interval`` seconds passed since the last write.
 
-        ``now`` is the pool's clock. Errors are logged once (and once on recovery), not
-        every tick: an unwritable directory must not flood the log or disturb the pool.
+        First it looks for a drain request (one ``os.stat``); a new one drains the pool and
+        is written at once, then every :data:`DRAINING_INTERVAL` until no old connection
+        is left. ``now`` is the pool's clock. Errors are logged once (and once on
+        recovery), not every tick: an unwritable directory must not flood the log or
+        disturb the pool.
         """
         if os.getpid() != self._pid:
             self.after_fork()
-        if self._last is not None and now - self._last < self.interval:
+        drained = self._check_drain()
+        period = min(self.interval, DRAINING_INTERVAL) if self._draining else self.interval
+        if not drained and self._last is not None and now - self._last < period:
             return
         self._last = now
         try:
@@ -298,13 +315,33 @@ class SnapshotWriter:
             self._failing = False
             logger.info("pool stats snapshots to %s work again", self.stats_dir)
 
+    def _check_drain(self) -> bool:
+        """Apply a new drain request for this pool; True if one was applied now."""
+        pool = self.pool
+        if pool is None or self._stopped:
+            return False
+        try:
+            drained = self.watcher.poll(pool)
+        except Exception as exc:  # an unreadable directory, a closed pool: not the tick's end
+            if not self._drain_failing:
+                self._drain_failing = True
+                logger.warning("pool %r: checking %s for a drain request failed: %s",
+                               pool.name, self.watcher.path, exc)
+            return False
+        self._drain_failing = False
+        if drained:
+            self._draining = True
+        return drained
+
     def snapshot(self) -> dict[str, Any]:
         """This process's snapshot document now (no I/O)."""
         pool = self.pool
         if pool is None:
             raise RuntimeError("the pool of this snapshot writer no longer exists")
+        applied = self.watcher.applied
         doc = _document(pool=pool, app_name=self.app_name, database=self.database,
-                        interval=self.interval, started_at=self.started_at)
+                        interval=self.interval, started_at=self.started_at,
+                        drain=dict(applied) if applied else None)
         return redact_fields(doc)  # type: ignore[no-any-return]
 
     def write(self) -> str:
@@ -318,6 +355,9 @@ class SnapshotWriter:
             ensure_stats_dir(self.stats_dir)
             write_json_atomic(path, doc)
             self._written, self._written_pid = path, os.getpid()
+        applied = doc.get("drain")
+        if self._draining and applied and drain_finished(doc["stats"], applied):
+            self._draining = False  # written with no old connection left: back to interval
         return path
 
     def remove(self) -> None:
@@ -338,6 +378,8 @@ class SnapshotWriter:
         self._written = None
         self._failing = False
         self.started_at = time.time()
+        self.watcher.after_fork(self.started_at)
+        self._draining = False
 
 
 # One writer per pool, alive as long as the pool is.
