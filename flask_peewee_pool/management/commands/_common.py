@@ -38,3 +38,11 @@ def finish(code: int) -> None:
     """Exit with ``code`` as ``flask pool-*`` does (0: return normally)."""
     if code:
         sys.exit(code)
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type for ``--timeout`` / ``--watch``: a number of seconds above 0."""
+    value = float(text)
+    if not value > 0:
+        raise ValueError(text)
+    return value

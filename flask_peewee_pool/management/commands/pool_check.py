@@ -8,14 +8,7 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from ...ops import commands
 from ...ops.check import DEFAULT_TIMEOUT
-from ._common import echo_for, finish, runtime
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise ValueError(text)
-    return value
+from ._common import echo_for, finish, positive_seconds, runtime
 
 
 def _connections(text: str) -> int:
@@ -37,7 +30,7 @@ class Command(BaseCommand):
                             help="Connections to open and ping at once (default 2).")
         parser.add_argument("--strict", action="store_true",
                             help="Exit 1 on configuration warnings too.")
-        parser.add_argument("--timeout", type=_positive, default=DEFAULT_TIMEOUT,
+        parser.add_argument("--timeout", type=positive_seconds, default=DEFAULT_TIMEOUT,
                             metavar="SECONDS", help="Longest the whole check may take; "
                             f"then FAIL (default {DEFAULT_TIMEOUT:g}).")
 

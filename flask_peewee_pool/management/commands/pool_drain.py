@@ -7,14 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from ...ops import commands
-from ._common import echo_for, finish, runtime
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise ValueError(text)
-    return value
+from ._common import echo_for, finish, positive_seconds, runtime
 
 
 class Command(BaseCommand):
@@ -27,7 +20,7 @@ class Command(BaseCommand):
         parser.add_argument("--no-wait", action="store_true",
                             help="Write the request and exit; the processes drain at their "
                                  "next tick.")
-        parser.add_argument("--timeout", type=_positive,
+        parser.add_argument("--timeout", type=positive_seconds,
                             default=commands.DEFAULT_DRAIN_TIMEOUT, metavar="SECONDS",
                             help="Longest to wait for every process; then exit 1 (default "
                                  f"{commands.DEFAULT_DRAIN_TIMEOUT:g}).")

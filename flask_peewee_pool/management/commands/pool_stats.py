@@ -8,14 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...ops import commands
-from ._common import clear_for, echo_for, finish, runtime
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise ValueError(text)
-    return value
+from ._common import clear_for, echo_for, finish, positive_seconds, runtime
 
 
 class Command(BaseCommand):
@@ -26,7 +19,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--json", action="store_true", dest="as_json",
                             help="Print one JSON document (one per line with --watch).")
-        parser.add_argument("--watch", type=_positive, default=None, metavar="SECONDS",
+        parser.add_argument("--watch", type=positive_seconds, default=None, metavar="SECONDS",
                             help="Refresh every SECONDS until Ctrl-C.")
         parser.add_argument("--server", action="store_true",
                             help="The database server's view instead: every client "
