@@ -695,13 +695,8 @@ class ConnectionPool:
             finally:
                 if handoff:
                     self._waiters_lock.release()
-        if self._retiring:
-            if self._closed:
-                self.maintainer.close_retiring()
-            else:
-                self.maintainer.wake()
-        if self._waiters:
-            self._dispatch()
+        if self._retiring or self._waiters:  # two truth tests on the common path
+            self._after_return()
         if interrupted is not None:
             raise interrupted
 

@@ -193,8 +193,9 @@ def test_a_reclaimed_connection_is_not_taken_twice(make_db):
 # ------------------------------------------------------------------ init and dispose
 
 
-def test_init_while_another_thread_holds_a_connection(make_db):
-    db = make_db(max_connections=2)
+def _holding_in_another_thread(db):
+    """A thread that connects, then waits for ``go_on`` to close; returned once it holds
+    its connection (its result is what ``db.close()`` returned)."""
     holding, go_on = threading.Event(), threading.Event()
 
     def hold() -> bool:
@@ -205,6 +206,12 @@ def test_init_while_another_thread_holds_a_connection(make_db):
 
     worker = start(hold, "holder")
     holding.wait(WAIT)
+    return worker, go_on
+
+
+def test_init_while_another_thread_holds_a_connection(make_db):
+    db = make_db(max_connections=2)
+    worker, go_on = _holding_in_another_thread(db)
     old_pool = db.pool
     old_raw = old_pool.in_use_connections()[0].raw
     db.init("fake", max_connections=2)
@@ -218,16 +225,7 @@ def test_init_while_another_thread_holds_a_connection(make_db):
 
 def test_dispose_forgets_the_pool_and_closes_what_comes_back(make_db):
     db = make_db(max_connections=2)
-    holding, go_on = threading.Event(), threading.Event()
-
-    def hold() -> bool:
-        db.connect()
-        holding.set()
-        go_on.wait(WAIT)
-        return db.close()
-
-    worker = start(hold, "holder")
-    holding.wait(WAIT)
+    worker, go_on = _holding_in_another_thread(db)
     db.connect()  # this thread's own connection too
     old_pool = db.pool
     db.dispose()
