@@ -70,6 +70,12 @@ class FakeDriver:
     def needs_rollback(self, raw: FakeConnection) -> bool:
         return False
 
+    @staticmethod
+    def checkin_status(raw: FakeConnection) -> int:
+        # Both answers in one call, as PyMySQLDriver gives them (a function, no driver
+        # object read): BROKEN (2) when closed, else CLEAN (0).
+        return 0 if raw.open else 2
+
     def rollback(self, raw: FakeConnection) -> None:
         raw.rollback()
 

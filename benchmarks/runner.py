@@ -15,6 +15,7 @@ import gc
 import math
 import os
 import resource
+import sysconfig
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .proxyctl import ProxyHandle, cpu_seconds
+
+_FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 
 BARRIER_TIMEOUT = 60.0  # includes opening dedicated connections before the window
 JOIN_SLACK = 60.0  # how long past the deadline a unit may still run before a thread is "hung"
@@ -209,9 +212,15 @@ def run_workers(
     if duration is None and units_per_thread is None:
         raise ValueError("give a duration, a unit count, or both")
     barrier = threading.Barrier(n_threads + 1)
-    results = [ThreadResult() for _ in range(n_threads)]
+    results: list[ThreadResult] = [None] * n_threads  # type: ignore[list-item]
 
-    def worker(res: ThreadResult) -> None:
+    def worker(index: int) -> None:
+        # Made in the worker's own thread, as is everything the loop below writes: objects
+        # the main thread made one after the other sit side by side in memory, and on
+        # free-threaded CPython two workers writing their own results there would share
+        # cache lines (a slowdown of the harness, measured as if it were the pool's).
+        res = results[index] = ThreadResult()
+        unit = adapter.unit
         try:
             adapter.thread_start(warm)
             barrier.wait(BARRIER_TIMEOUT)
@@ -220,34 +229,41 @@ def run_workers(
             res.first_error = f"thread start: {exc!r}"
             barrier.abort()
             return
-        res.started = time.perf_counter()
+        # Locals only in the loop (no module attribute, no closure cell read per unit):
+        # on free-threaded CPython each read of a shared object is a contended write of
+        # its reference count, and the harness would slow down as threads are added.
+        perf_counter = time.perf_counter
+        latencies = res.latencies.append
+        is_recording = record
+        limit = units_per_thread
+        res.started = perf_counter()
         end = res.started + duration if duration is not None else math.inf
         try:
             while True:
-                t0 = time.perf_counter()
-                if record:
+                t0 = perf_counter()
+                if is_recording:
                     res.busy_since = t0
                 try:
-                    adapter.unit()
+                    unit()
                 except Exception as exc:
                     res.errors += 1
                     if res.first_error is None:
                         res.first_error = repr(exc)
-                    t1 = time.perf_counter()
-                    if record:
+                    t1 = perf_counter()
+                    if is_recording:
                         res.error_types[len(res.starts)] = type(exc).__name__
                         res.starts.append(t0)
                         res.durations.append(t1 - t0)
                 else:
-                    t1 = time.perf_counter()
+                    t1 = perf_counter()
                     res.units += 1
-                    res.latencies.append(t1 - t0)
-                    if record:
+                    latencies(t1 - t0)
+                    if is_recording:
                         res.starts.append(t0)
                         res.durations.append(t1 - t0)
                 res.busy_since = None
                 res.finished = t1
-                if units_per_thread is not None and res.units + res.errors >= units_per_thread:
+                if limit is not None and res.units + res.errors >= limit:
                     break
                 if t1 >= end:
                     break
@@ -260,16 +276,23 @@ def run_workers(
     # What exists before the window (results of earlier runs, modules) is frozen out of
     # the collector's reach, so a full collection during the window stays short; every
     # pool gets the same treatment.
+    # Not on free-threaded CPython: there frozen objects lose their owner's fast reference
+    # counting, so every shared object read becomes a contended atomic write (measured: the
+    # pool alone at 2 threads went from 1.2x to 2.0x its 1-thread CPU per op, for every
+    # pool alike).
+    freeze = not _FREE_THREADED
     gc.collect()
-    gc.freeze()
+    if freeze:
+        gc.freeze()
     try:
         return _run_threads(worker, results, barrier, duration, meters, during)
     finally:
-        gc.unfreeze()
+        if freeze:
+            gc.unfreeze()
 
 
 def _run_threads(
-    worker: Callable[[ThreadResult], None],
+    worker: Callable[[int], None],
     results: list[ThreadResult],
     barrier: threading.Barrier,
     duration: float | None,
@@ -277,8 +300,8 @@ def _run_threads(
     during: Callable[[float], None] | None,
 ) -> Run:
     threads = [
-        threading.Thread(target=worker, args=(r,), name=f"bench-{i}", daemon=True)
-        for i, r in enumerate(results)
+        threading.Thread(target=worker, args=(i,), name=f"bench-{i}", daemon=True)
+        for i in range(len(results))
     ]
     for t in threads:
         t.start()
@@ -293,6 +316,9 @@ def _run_threads(
         t.join(max(0.0, limit - time.monotonic()))
     after = meters.sample() if meters else {}
     hung = sum(t.is_alive() for t in threads)
+    for i, res in enumerate(results):  # a thread that never ran has nothing to report
+        if res is None:
+            results[i] = ThreadResult()
     return Run(threads=results, hung=hung, counters=Meters.delta(before, after), released=released)
 
 

@@ -28,15 +28,24 @@ except ImportError:  # pragma: no cover - exercised only where greenlet is absen
     _getcurrent = None
 
 #: The current holder object: the greenlet (a thread's main greenlet in plain threads) or,
-#: without the greenlet package, the thread. ``id(current_holder())`` is the holder key;
-#: callers on hot paths inline that (one C call, one builtin) instead of calling
-#: :func:`holder_key`. Never keep the object itself: a dead greenlet must be collectable.
+#: without the greenlet package, the thread. Never keep the object itself: a dead greenlet
+#: must be collectable.
 current_holder: Callable[[], Any] = _getcurrent or threading.current_thread
+#: ``greenlet.getcurrent`` (None without the greenlet package) and ``threading.get_ident``,
+#: for hot paths that inline :func:`holder_key`.
+getcurrent: Callable[[], Any] | None = _getcurrent
+get_ident: Callable[[], int] = threading.get_ident
 
 
 def holder_key() -> int:
-    """An int naming the current holder (see :data:`current_holder`)."""
-    return id(current_holder())
+    """An int naming the current holder: ``id()`` of the current greenlet, or without the
+    greenlet package the thread's ident (one C call: no shared object is read, which on
+    free-threaded CPython would cost a contended reference count).
+
+    Callers on hot paths inline it as
+    ``get_ident() if getcurrent is None else id(getcurrent())``.
+    """
+    return get_ident() if getcurrent is None else id(getcurrent())
 
 
 def describe_holder() -> str:

@@ -65,8 +65,31 @@ class Driver(Protocol):
     # Optional: ``has_input(raw) -> bool``: True if the server sent something (data or EOF)
     # to an idle connection: a KILL, a restart, wait_timeout, a proxy's reset. A
     # zero-timeout poll of the socket, no round trip; the pool then pings before use.
+    # Optional: ``checkin_status(raw) -> int``: CLEAN, DIRTY or BROKEN, the answers of
+    # ``is_usable`` and ``needs_rollback`` in one call (see checkin_status_of).
     # Optional: ``connect(timeout=None)`` and ``ping(raw, timeout=None)`` bounding their
     # network waits, so that a checkout never outlives its own ``timeout``.
+
+
+#: What a driver's optional ``checkin_status(raw)`` answers about a returned connection:
+#: reusable as it is, reusable after a rollback, or known broken (to be closed). No I/O.
+CLEAN, DIRTY, BROKEN = 0, 1, 2
+
+
+def checkin_status_of(driver: Driver) -> Callable[[RawConnection], int]:
+    """``driver.checkin_status`` if it has one (one call at every checkin instead of two),
+    else the same answer from ``is_usable`` and ``needs_rollback`` (looked up at each call,
+    so a driver patched later is honoured)."""
+    own = getattr(driver, "checkin_status", None)
+    if own is not None:  # a staticmethod where it can be: no shared object to read
+        return own  # type: ignore[no-any-return]
+
+    def checkin_status(raw: RawConnection) -> int:
+        if not driver.is_usable(raw):
+            return BROKEN
+        return DIRTY if driver.needs_rollback(raw) else CLEAN
+
+    return checkin_status
 
 
 def socket_has_input(sock: Any) -> bool:
@@ -118,6 +141,28 @@ def _describe_params(kind: str, params: Mapping[str, Any]) -> str:
     return f"{kind}://{who}{where}/{db}"
 
 
+def _pymysql_checkin_status(in_trans: int, autocommit_flag: int,
+                            autocommit: bool) -> Callable[[RawConnection], int]:
+    """A PyMySQL connection's CLEAN / DIRTY / BROKEN, as a closure over the driver's flags
+    (the pool calls it at every checkin without reading the driver object)."""
+
+    def checkin_status(raw: RawConnection) -> int:
+        if not raw.open:
+            return BROKEN
+        result = getattr(raw, "_result", None)
+        # An unbuffered result left half-read would hand the next user someone else's rows.
+        if result is not None and getattr(result, "unbuffered_active", False):
+            return BROKEN
+        status = raw.server_status
+        if status is None or status & in_trans:
+            return DIRTY
+        # Autocommit switched off by the borrower (SET autocommit=0, conn.autocommit(False)):
+        # handed on like that, the next borrower's writes would be rolled back at checkin.
+        return DIRTY if autocommit and not status & autocommit_flag else CLEAN
+
+    return checkin_status
+
+
 class PyMySQLDriver:
     """MySQL and MariaDB through PyMySQL.
 
@@ -140,6 +185,9 @@ class PyMySQLDriver:
         self._in_trans = SERVER_STATUS.SERVER_STATUS_IN_TRANS
         self._autocommit_flag = SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT
         self._autocommit = bool(self._params["autocommit"])
+        #: is_usable and needs_rollback in one call (see _pymysql_checkin_status).
+        self.checkin_status = _pymysql_checkin_status(
+            self._in_trans, self._autocommit_flag, self._autocommit)
         self._connection_class = _shared_ssl_connection_class(pymysql.connections.Connection)
         try:  # PyMySQL validates its arguments in __init__; defer_connect: no I/O
             self._connection_class(**static_params(self._params), defer_connect=True)
@@ -182,19 +230,10 @@ class PyMySQLDriver:
         return sock is None or socket_has_input(sock)
 
     def is_usable(self, raw: RawConnection) -> bool:
-        if not raw.open:
-            return False
-        result = getattr(raw, "_result", None)
-        # An unbuffered result left half-read would hand the next user someone else's rows.
-        return not (result is not None and getattr(result, "unbuffered_active", False))
+        return self.checkin_status(raw) != BROKEN
 
     def needs_rollback(self, raw: RawConnection) -> bool:
-        status = raw.server_status
-        if status is None or status & self._in_trans:
-            return True
-        # Autocommit switched off by the borrower (SET autocommit=0, conn.autocommit(False)):
-        # handed on like that, the next borrower's writes would be rolled back at checkin.
-        return self._autocommit and not status & self._autocommit_flag
+        return self.checkin_status(raw) == DIRTY
 
     def rollback(self, raw: RawConnection) -> None:
         raw.rollback()
@@ -424,6 +463,15 @@ class PostgresDriver:
         # borrower's writes would be rolled back at its checkin.
         return _pg_status(raw) != 0 or not raw.autocommit
 
+    @staticmethod
+    def checkin_status(raw: RawConnection) -> int:
+        if raw.closed or getattr(raw, "broken", False):
+            return BROKEN
+        status = _pg_status(raw)  # read once for both answers
+        if status not in (0, 2, 3):
+            return BROKEN
+        return DIRTY if status != 0 or not raw.autocommit else CLEAN
+
     def rollback(self, raw: RawConnection) -> None:
         if not raw.autocommit:
             raw.rollback()
@@ -482,6 +530,14 @@ class SqliteDriver:
 
     def needs_rollback(self, raw: RawConnection) -> bool:
         return bool(raw.in_transaction)
+
+    @staticmethod
+    def checkin_status(raw: RawConnection) -> int:
+        try:
+            in_transaction = raw.in_transaction  # raises once the connection is closed
+        except Exception:
+            return BROKEN
+        return DIRTY if in_transaction else CLEAN
 
     def rollback(self, raw: RawConnection) -> None:
         raw.rollback()

@@ -24,6 +24,7 @@ import contextlib
 import inspect
 import itertools
 import logging
+import math
 import os
 import random
 import sys
@@ -35,7 +36,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from . import concurrency, forking
-from .drivers import Driver, RawConnection
+from .drivers import BROKEN, CLEAN, DIRTY, Driver, RawConnection, checkin_status_of
 from .errors import (
     CheckinError,
     ConnectError,
@@ -45,7 +46,14 @@ from .errors import (
     PoolTimeout,
 )
 from .options import PoolOptions
-from .stats import Counters, Histogram, PoolStats
+from .stats import (
+    _BUCKET_COUNT,
+    _BUCKETS_PER_OCTAVE,
+    _MIN_SECONDS,
+    Counters,
+    Histogram,
+    PoolStats,
+)
 
 logger = logging.getLogger("flask_peewee_pool")
 
@@ -56,7 +64,10 @@ RETIRING = "retiring"  # slot still counted; waiting for the maintainer to close
 CLOSED = "closed"
 
 _USE_DEFAULT: Any = object()
-_current_holder = concurrency.current_holder
+_LAST_BUCKET = _BUCKET_COUNT - 1
+_log2 = math.log2
+_getcurrent = concurrency.getcurrent
+_get_ident = concurrency.get_ident
 #: The whole flask_peewee_pool package (core/ and orm/ alike): not application code.
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -71,8 +82,8 @@ class PooledConnection:
         "created_at",
         "expires_at",
         "generation",
-        "holder",
         "holder_key",
+        "holder_thread",
         "interrupted",
         "last_checked_at",
         "last_used_at",
@@ -101,7 +112,9 @@ class PooledConnection:
         self.checked_out_at = 0.0
         self.checkouts = 0
         self.state = IDLE
-        self.holder: str | None = None
+        #: The holder's ``threading.Thread`` (cached per thread: see _Home); its name is read
+        #: only when a report needs it (:attr:`holder`).
+        self.holder_thread: threading.Thread | None = None
         #: concurrency.holder_key() of the holder: who may take a cursor on it.
         self.holder_key = 0
         #: Handed to the maintainer for closing (once: retirement is idempotent).
@@ -115,19 +128,48 @@ class PooledConnection:
         self.reclaimed = False
         self.origin: tuple[str, int] | None = None
 
+    @property
+    def holder(self) -> str | None:
+        """The name of the thread that checked it out (the name it has now, even if the
+        thread has ended)."""
+        thread = self.holder_thread
+        return None if thread is None else thread.name
+
     def __repr__(self) -> str:
         return (f"<PooledConnection pool={self.pool.name!r} segment={self.segment.index} "
                 f"state={self.state} checkouts={self.checkouts}>")
 
 
 class _Segment:
-    """One sub-pool. ``lock`` guards every other attribute."""
+    """One sub-pool. ``lock`` guards the bookkeeping (capacity to usage_time).
 
-    __slots__ = ("capacity", "connect_time", "counters", "idle", "in_use", "index", "lock",
-                 "opening", "retiring", "slots", "usage_time", "wait_time")
+    The fast paths of checkout and checkin read the pool's settings and state from here,
+    not from the pool (``open`` to ``reset``: copies kept current by the pool, see
+    ``ConnectionPool._publish``): on free-threaded CPython every read of an object that
+    other threads read too writes its reference count, so the one pool object all threads
+    share would bounce a cache line between cores at every checkout. A thread's home
+    segment is touched by that thread alone (while threads <= segments).
+    """
+
+    __slots__ = ("capacity", "checkin_status", "clock", "connect_time", "counters",
+                 "generation", "has_input", "idle", "in_use", "index", "lock", "open",
+                 "opening", "ping_after", "reset", "retiring", "slots", "track_sites",
+                 "usage_time", "wait_time", "waiting")
 
     def __init__(self, index: int, capacity: int) -> None:
         self.index = index
+        #: Checkouts may take the fast path: maintainer started, pool not closed.
+        self.open = False
+        #: Threads are waiting: a checkin goes the general way (hand-off).
+        self.waiting = False
+        #: The pool's drain generation.
+        self.generation = 0
+        self.clock: Callable[[], float] = time.monotonic
+        self.ping_after: float | None = None
+        self.has_input: Callable[[RawConnection], bool] | None = None
+        self.track_sites = False
+        self.checkin_status: Callable[[RawConnection], int] | None = None
+        self.reset: Callable[[RawConnection], None] | None = None
         self.lock = threading.Lock()
         self.capacity = capacity
         self.slots = 0  # idle + in use + opening + maintenance + retiring
@@ -139,6 +181,17 @@ class _Segment:
         self.wait_time = Histogram()
         self.connect_time = Histogram()
         self.usage_time = Histogram()
+
+
+class _Home:
+    """Per thread (per greenlet under gevent), per pool: the home segment and the holder's
+    ``Thread``, looked up once per checkout with one thread-local read."""
+
+    __slots__ = ("segment", "thread")
+
+    def __init__(self, segment: _Segment) -> None:
+        self.segment = segment
+        self.thread = threading.current_thread()
 
 
 class _Waiter:
@@ -183,12 +236,14 @@ class ConnectionPool:
         options = options or PoolOptions()
         if overrides:
             options = options.replace(**overrides)
-        self.options = options
+        self._use_options(options)
         self.driver = driver
         #: Optional driver capabilities (see drivers.Driver): a zero-cost "did the server
         #: send anything to this idle connection" check, and timeouts on connect and ping.
         self._has_input: Callable[[RawConnection], bool] | None = getattr(
             driver, "has_input", None)
+        #: One driver call at checkin: CLEAN, DIRTY or BROKEN.
+        self._checkin_status = checkin_status_of(driver)
         self._connect_takes_timeout = _takes_timeout(driver.connect)
         self._ping_takes_timeout = _takes_timeout(driver.ping)
         self.clock = clock
@@ -230,6 +285,43 @@ class ConnectionPool:
         from .maintainer import Maintainer
 
         self.maintainer = Maintainer(self)
+        self._publish()
+
+    def _use_options(self, options: PoolOptions) -> None:
+        """Set ``options`` and the settings the fast paths read as plain attributes."""
+        self.options = options
+        self._ping_after = options.ping_after
+        #: Capture a stack at each checkout (for leak reports): only with leak_threshold.
+        self._track_sites = options.leak_threshold is not None
+        self._reset = options.reset
+        if hasattr(self, "_segments"):
+            self._publish()
+
+    def _publish(self) -> None:
+        """Copy what the fast paths read into every segment (see :class:`_Segment`)."""
+        is_open = self._maintainer_started and not self._closed and self._patch_error is None
+        ping_after = self._ping_after
+        for seg in self._segments:
+            seg.clock = self.clock
+            # A float object of its own per segment (x + 0.0 is a new one): one shared by
+            # every segment would be a shared object again (see _Segment).
+            seg.ping_after = None if ping_after is None else ping_after + 0.0
+            seg.has_input = self._has_input
+            seg.track_sites = self._track_sites
+            seg.checkin_status = self._checkin_status
+            seg.reset = self._reset
+            seg.generation = self._generation
+            seg.open = is_open
+        if is_open and self._closed:  # close() ran meanwhile: it wins
+            for seg in self._segments:
+                seg.open = False
+
+    def _sync_waiting_locked(self) -> None:
+        """Mirror "threads are waiting" into every segment; caller holds the waiters' lock
+        (so a checkin that read False appended before a new waiter scanned the stacks)."""
+        waiting = bool(self._waiters)
+        for seg in self._segments:
+            seg.waiting = waiting
 
     # ------------------------------------------------------------------ properties
 
@@ -253,48 +345,98 @@ class ConnectionPool:
         Waits at most ``timeout`` seconds (default: the pool's ``timeout``), then raises
         :class:`PoolTimeout`. Connect errors are raised at once as :class:`ConnectError`.
         """
-        if self._closed:
-            raise PoolClosed(f"pool {self.name!r} is closed")
-        if not self._maintainer_started:
-            self._start_background()
-        start = self.clock()
+        try:
+            home = self._home.record
+        except AttributeError:
+            home = self._home_record()
+        seg = home.segment
+        if not seg.open:  # before the first checkout, after close(), after gevent patched
+            self._before_first_checkout()
+        start = seg.clock()
+        conn = None
+        # Fast path, written out (it is most of what a checkout costs): the warmest idle
+        # connection of the home segment, one lock taken once, and no round trip when it
+        # is fresh. Every diagnostic is kept: holder, application frame, exact counters.
+        # From the pop on a connection is ours: whatever interrupts the checkout
+        # (KeyboardInterrupt, gevent.Timeout) retires it.
+        try:
+            with seg.lock:
+                idle = seg.idle
+                if idle:
+                    conn = idle.pop()
+                    conn.state = IN_USE
+                    conn.checkouts += 1
+                    conn.leak_warned = False
+                    conn.checked_out_at = start
+                    seg.in_use.add(conn)
+                    seg.counters.checkouts += 1
+                    wait = seg.wait_time  # Histogram.observe(0.0), inlined: bucket 0
+                    wait.buckets[0] += 1
+                    wait.count += 1
+            if conn is not None:
+                ping_after = seg.ping_after
+                has_input = seg.has_input
+                if conn.expires_at > start and (
+                        ping_after is None or start - conn.last_used_at < ping_after) and (
+                        has_input is None or not has_input(conn.raw)):
+                    conn.holder_key = (  # concurrency.holder_key(), inlined
+                        _get_ident() if _getcurrent is None else id(_getcurrent()))
+                    conn.holder_thread = home.thread
+                    # The application frame, as in _application_frame() (one call less).
+                    frame = _getframe(1)
+                    while frame is not None:
+                        filename = frame.f_code.co_filename
+                        is_application = _IS_APPLICATION_FILE.get(filename)
+                        if is_application is None:
+                            is_application = _classify_file(filename)
+                        if is_application:
+                            conn.origin = (filename, frame.f_lineno)
+                            break
+                        frame = frame.f_back
+                    else:
+                        conn.origin = None
+                    if seg.track_sites:
+                        conn.site = self._capture_site()
+                    return conn
+        except BaseException:
+            if conn is not None:
+                self._retire(conn, "broken")
+            raise
+        return self._checkout_slow(conn, home, start, timeout)
+
+    def _checkout_slow(self, conn: PooledConnection | None, home: _Home, start: float,
+                       timeout: float | None) -> PooledConnection:
+        """The rest of a checkout: ping a connection that is not fresh, take one from
+        another segment, open one in a free slot, or wait. ``conn`` (if any) is ours."""
         if timeout is _USE_DEFAULT:
             timeout = self.options.timeout
         deadline = None if timeout is None else start + timeout
-        home = self._home_segment()
-
-        # Fast path: the warmest idle connection of the home segment, one lock, once.
-        with home.lock:
-            if home.idle:
-                conn = home.idle.pop()
-                self._hand_out(home, conn, start, 0.0)
-            else:
-                conn = None
-        # From here on a connection handed out is ours: whatever interrupts the checkout
-        # (KeyboardInterrupt, gevent.Timeout, an exception in a check hook) retires it.
         try:
-            if conn is not None:
-                if self._fresh(conn, start):
-                    return self._claim(conn)
-                if not self._validate(conn, deadline):
-                    conn = None
+            if conn is not None and not self._validate(conn, deadline):
+                conn = None
             while conn is None:
-                conn, opened = self._acquire_slow(home, start, deadline)
+                conn, opened = self._acquire_slow(home.segment, start, deadline)
                 # A connection opened for this very checkout needs no ping.
                 if (not opened and not self._fresh(conn, self.clock())
                         and not self._validate(conn, deadline)):
                     conn = None
-            return self._claim(conn)
+            return self._claim(conn, home)
         except BaseException:
             if conn is not None:
                 self._retire(conn, "broken")
             raise
 
-    def _claim(self, conn: PooledConnection) -> PooledConnection:
-        """Record who holds ``conn`` and where they took it: in the receiving thread, with
-        no lock held (the connection is ours alone; capturing the stack may stat files)."""
-        conn.holder_key = id(_current_holder())
-        conn.holder = threading.current_thread().name
+    def _before_first_checkout(self) -> None:
+        if self._closed:
+            raise PoolClosed(f"pool {self.name!r} is closed")
+        self._start_background()
+
+    def _claim(self, conn: PooledConnection, home: _Home) -> PooledConnection:
+        """Record who holds ``conn`` and where they took it (the slow path's twin of the
+        bookkeeping written out in :meth:`checkout`): in the receiving thread, with no lock
+        held (the connection is ours alone; capturing the stack may stat files)."""
+        conn.holder_key = concurrency.holder_key()
+        conn.holder_thread = home.thread
         conn.origin = _application_frame()
         conn.site = self._capture_site() if self._track_sites else None
         return conn
@@ -303,7 +445,7 @@ class ConnectionPool:
         """True if the connection can be handed out without a round trip: used less than
         ``ping_after`` ago, and nothing arrived on its socket meanwhile (a server that ended
         the session sent EOF or an error: seen by a zero-timeout poll, no round trip)."""
-        ping_after = self.options.ping_after
+        ping_after = self._ping_after
         return conn.expires_at > now and (
             ping_after is None or now - conn.last_used_at < ping_after
         ) and not (self._has_input is not None and self._has_input(conn.raw))
@@ -384,6 +526,7 @@ class ConnectionPool:
                 raise PoolExhausted(self._describe_pressure(
                     f"{len(self._waiters)} threads already waiting (max_waiting={limit})"))
             self._waiters.append(waiter)
+            self._sync_waiting_locked()
         try:
             # Anything released between our scan and our enqueue is paired with us now.
             self._dispatch()
@@ -400,6 +543,7 @@ class ConnectionPool:
                             message = self._describe_pressure(
                                 f"no connection available within {deadline - start:g} s")
                             self._waiters.remove(waiter)
+                            self._sync_waiting_locked()
                             self.count("timeouts")
                             raise PoolTimeout(message)
                     continue
@@ -423,6 +567,7 @@ class ConnectionPool:
         with self._waiters_lock:
             with contextlib.suppress(ValueError):
                 self._waiters.remove(waiter)
+            self._sync_waiting_locked()
             conn, slot = waiter.conn, waiter.slot
             waiter.conn = waiter.slot = None
         if conn is not None:
@@ -470,6 +615,7 @@ class ConnectionPool:
                         return
                     waiter.slot = seg
                 self._waiters.popleft()
+                self._sync_waiting_locked()
                 waiter.event.set()
 
     def _pop_idle_any(self) -> PooledConnection | None:
@@ -506,10 +652,6 @@ class ConnectionPool:
 
     def _record_wait(self, seg: _Segment, waited: float) -> None:
         seg.wait_time.observe(waited)
-
-    @property
-    def _track_sites(self) -> bool:
-        return self.options.leak_threshold is not None
 
     def _capture_site(self) -> Any:
         return traceback.extract_stack(limit=40)
@@ -615,27 +757,73 @@ class ConnectionPool:
         ``BaseException`` (in the driver or the ``reset`` hook) still completes, with the
         connection retired, before the exception propagates.
         """
-        if not isinstance(conn, PooledConnection) or conn.pool is not self:
+        try:
+            pool = conn.pool
+        except AttributeError:  # not a PooledConnection
+            pool = None
+        if pool is not self:
             raise CheckinError(f"pool {self.name!r}: {conn!r} does not belong to this pool")
         if conn.reclaimed:  # taken back by reclaim(); the maintainer closes it
             return
         seg = conn.segment
-        driver = self.driver
-        reset = self.options.reset
         interrupted: BaseException | None = None
-        if conn.interrupted:
-            broken = True
-        if not broken:
+        if broken or conn.interrupted:
+            status = BROKEN
+        else:
             try:
-                broken = not driver.is_usable(conn.raw)
-                # "dirty": round trips to make (rollback, reset hook) before it is reusable.
-                dirty = not broken and (reset is not None or driver.needs_rollback(conn.raw))
+                status = seg.checkin_status(conn.raw)  # type: ignore[misc]
+                if status == CLEAN and seg.reset is not None:
+                    status = DIRTY  # the reset hook is a round trip to make first
             except BaseException as exc:
-                broken, dirty = True, False
+                status = BROKEN
                 if not isinstance(exc, Exception):
                     interrupted = exc
-        else:
-            dirty = False
+        if status == CLEAN and not seg.waiting:
+            # Fast path, written out: back on top of its segment's idle stack, when nothing
+            # calls for the general case below (expiry, drain, close, shrink, a double
+            # return, a reclaim: all fall through to it, which re-checks under the lock).
+            # Reads the segment, not the pool (see _Segment).
+            now = seg.clock()
+            with seg.lock:
+                returned = (conn.state == IN_USE and conn.expires_at > now
+                            and conn.generation == seg.generation and seg.open
+                            and seg.slots - seg.retiring <= seg.capacity
+                            and conn in seg.in_use)
+                if returned:
+                    seg.in_use.remove(conn)
+                    # Histogram.observe(held), inlined (the same buckets; tested equal).
+                    held = now - conn.checked_out_at
+                    usage = seg.usage_time
+                    if held > _MIN_SECONDS:
+                        index = int(_log2(held / _MIN_SECONDS) * _BUCKETS_PER_OCTAVE) + 1
+                        if index > _LAST_BUCKET:
+                            index = _LAST_BUCKET
+                        usage.buckets[index] += 1
+                    else:
+                        usage.buckets[0] += 1
+                    usage.count += 1
+                    usage.total += held
+                    if held > usage.max:
+                        usage.max = held
+                    conn.site = None
+                    conn.last_used_at = now
+                    conn.state = IDLE
+                    seg.idle.append(conn)
+            if returned:
+                if seg.waiting:  # a waiter came meanwhile (nothing was retired here)
+                    self._dispatch()
+                return
+        self._checkin_slow(conn, status, interrupted)
+
+    def _checkin_slow(self, conn: PooledConnection, status: int,
+                      interrupted: BaseException | None) -> None:
+        """The general checkin: rollback / reset hook, retirement, hand-off to a waiter,
+        double returns. ``status`` is the driver's answer (see :meth:`checkin`)."""
+        seg = conn.segment
+        driver = self.driver
+        reset = self._reset
+        broken = status == BROKEN
+        dirty = status == DIRTY
         now = self.clock()
         # With threads waiting, a healthy connection goes straight to the oldest of them,
         # under the waiters' lock then the segment's (the usual order): no thread arriving
@@ -718,6 +906,7 @@ class ConnectionPool:
             self._retire_locked(conn, "lifetime")
         elif handoff and self._waiters:
             waiter = self._waiters.popleft()
+            self._sync_waiting_locked()
             self._hand_out(seg, conn, now, None)
             waiter.conn = conn
             waiter.event.set()
@@ -960,6 +1149,7 @@ class ConnectionPool:
             self._adopt_threading()
         with self._start_lock:
             if self._maintainer_started or self._closed:
+                self._publish()
                 return
             self._maintainer_started = True
         if self._start_maintainer:
@@ -968,6 +1158,7 @@ class ConnectionPool:
             except BaseException:
                 self._maintainer_started = False
                 raise
+        self._publish()  # the fast path is open from here
 
     def _adopt_threading(self) -> None:
         """Rebuild the locks, thread-locals and maintainer made before gevent patched
@@ -984,6 +1175,7 @@ class ConnectionPool:
                 "query: first thing in the entry point (gunicorn's gevent worker does; with "
                 "--preload a query in the master is fine, the worker is a new process).")
             self._maintainer_started = False  # route the next checkout to the cold path
+            self._publish()
             return
         with self._start_lock:
             if concurrency.is_current_local(self._home):
@@ -996,15 +1188,20 @@ class ConnectionPool:
 
             self.maintainer = Maintainer(self)
             self._maintainer_started = False
+            self._publish()
         self._start_lock = threading.Lock()
 
-    def _home_segment(self) -> _Segment:
+    def _home_record(self) -> _Home:
+        """This thread's :class:`_Home` for this pool (made at its first checkout)."""
         try:
-            return self._home.segment
+            return self._home.record  # type: ignore[no-any-return]
         except AttributeError:
-            seg = self._segments[next(self._next_home) % len(self._segments)]
-            self._home.segment = seg
-            return seg
+            record = _Home(self._segments[next(self._next_home) % len(self._segments)])
+            self._home.record = record
+            return record
+
+    def _home_segment(self) -> _Segment:
+        return self._home_record().segment
 
     def _segments_from(self, home: _Segment) -> list[_Segment]:
         i = home.index
@@ -1032,6 +1229,8 @@ class ConnectionPool:
             self._closed = True
             waiters = list(self._waiters)
             self._waiters.clear()
+            self._sync_waiting_locked()
+        self._publish()
         for waiter in waiters:
             waiter.event.set()
         idle = self._withdraw_idle(lambda c: True, limit=sys.maxsize)
@@ -1055,6 +1254,7 @@ class ConnectionPool:
             raise PoolClosed(f"pool {self.name!r} is closed")
         with self._waiters_lock:  # serialises drains against each other; no I/O
             self._generation += 1
+            self._publish()
         self.count("drains")
         self.maintainer.wake()
         return len(self._open_conns)
@@ -1079,6 +1279,7 @@ class ConnectionPool:
         was_closed = self._closed
         self._init_state()
         self._closed = was_closed
+        self._publish()
 
     # ------------------------------------------------------------------ stats
 
@@ -1182,7 +1383,7 @@ class ConnectionPool:
                     self._retire_locked(conn, "idle")
                     surplus.append(conn)
                     draining -= 1
-        self.options = options
+        self._use_options(options)
         if surplus:
             self.maintainer.wake()
         if self._waiters:
@@ -1198,24 +1399,31 @@ def _application_frame() -> tuple[str, int] | None:
 
     A few attribute reads per frame: cheap enough for every checkout, unlike a stack.
     """
-    frame: Any = sys._getframe(3)  # 0: here, 1: _claim, 2: checkout
+    frame: Any = _getframe(2)  # 0: here, 1: _claim; then the pool's frames, skipped
     while frame is not None:
         filename = frame.f_code.co_filename
         is_application = _IS_APPLICATION_FILE.get(filename)
         if is_application is None:
-            is_application = _IS_APPLICATION_FILE[filename] = not (
-                filename.startswith(_NOT_APPLICATION)
-                or filename.endswith(("peewee.py", "contextlib.py"))
-                or f"{os.sep}playhouse{os.sep}" in filename)
+            is_application = _classify_file(filename)
         if is_application:
             return filename, frame.f_lineno
         frame = frame.f_back
     return None
 
 
+def _classify_file(filename: str) -> bool:
+    """Is ``filename`` application code (not peewee, this library or contextlib)? Cached."""
+    is_application = _IS_APPLICATION_FILE[filename] = not (
+        filename.startswith(_NOT_APPLICATION)
+        or filename.endswith(("peewee.py", "contextlib.py"))
+        or f"{os.sep}playhouse{os.sep}" in filename)
+    return is_application
+
+
 #: Per source file: is it application code? (The classification is a few string tests;
 #: cached, a frame costs one dict lookup.)
 _IS_APPLICATION_FILE: dict[str, bool] = {}
+_getframe = sys._getframe
 
 
 def _format_origin(origin: tuple[str, int] | None) -> str:

@@ -33,6 +33,7 @@ import contextlib
 import logging
 import re
 import threading
+import types
 import weakref
 from typing import Any
 from urllib.parse import urlsplit
@@ -75,21 +76,34 @@ class WrongHolder(errors.HolderError, peewee.InterfaceError):
     (also a ``peewee.InterfaceError``). Raised before anything is sent."""
 
 
-class _Lease:
-    """One per holder, in its peewee state: the connection it holds, if any.
+class _PooledState(peewee._ConnectionState):
+    """One holder's peewee connection state (a plain object, one per thread, or per
+    greenlet under gevent), plus the pooled connection it holds.
 
-    The state is thread-local (greenlet-local under gevent): when the holder ends, the
-    state is freed and so is the lease, whose finalizer tells the pool if a connection is
-    still held (lock-free; the pool rolls it back and reuses it later). A return clears
-    ``pooled`` first. Made once per holder, not per checkout: nothing to allocate or
-    finalize on the hot path.
+    Plain, not a ``threading.local``: the database keeps one thread-local whose only
+    attribute is this object, so a connect or a close reads the thread-local once and then
+    touches only its own thread's object. (On free-threaded CPython every read of a shared
+    object writes its reference count: peewee's own state, one ``threading.local`` read
+    some 16 times per connect + close by every thread, bounced a cache line between cores.)
+
+    When the holder ends, its thread-local entry is freed and so is this state, whose
+    finalizer tells the pool if a connection is still held (lock-free; the pool rolls it
+    back and reuses it later). A return clears ``pooled`` first.
     """
 
-    __slots__ = ("checkout", "pooled")
-
-    def __init__(self) -> None:
+    def __init__(self, **kwargs: Any) -> None:
+        #: The pooled connection this holder has checked out (None: not connected).
         self.pooled: PooledConnection | None = None
+        #: Its checkout number (tells a later checkout of the same connection apart).
         self.checkout = 0
+        #: Run the database's per-connect steps (server version, ``_initialize_connection``)
+        #: at this holder's next checkout: until the server version is known, and always
+        #: for a class with its own ``_initialize_connection``.
+        self.init_at_checkout = True
+        self.ctx: list[Any] = []
+        self.transactions: list[Any] = []
+        self.commit_callbacks: list[Any] = []
+        super().__init__(**kwargs)
 
     def __del__(self) -> None:
         pooled = self.pooled
@@ -97,47 +111,31 @@ class _Lease:
             with contextlib.suppress(Exception):  # e.g. at interpreter shutdown
                 pooled.pool.abandoned(pooled, self.checkout)
 
-
-class _PooledState(peewee._ConnectionState):
-    """peewee's per-thread connection state, plus the lease: the pooled connection held."""
-
-    lease: _Lease
-
-    def __init__(self, **kwargs: Any) -> None:
-        self.lease = _Lease()  # per thread: a thread-local runs __init__ in each thread
-        super().__init__(**kwargs)
-
-    @property
-    def pooled(self) -> PooledConnection | None:
-        """The pooled connection this holder has checked out (None: not connected)."""
-        return self.lease.pooled
-
     def reset(self) -> None:
-        # peewee's reset, inlined (it runs at every return), plus ours.
-        self.lease.pooled = None  # returned (or forgotten) on purpose: not abandoned
+        # peewee's reset, without its three new lists when the old ones are empty (it runs
+        # at every return), plus ours.
+        self.pooled = None  # returned (or forgotten) on purpose: not abandoned
         self.closed = True
         self.conn = None
-        self.ctx = []
-        self.transactions = []
-        self.commit_callbacks = []
+        if self.ctx:
+            self.ctx = []
+        if self.transactions:
+            self.transactions = []
+        if self.commit_callbacks:
+            self.commit_callbacks = []
 
 
-_LOCAL_STATE_CLASSES: dict[type, type] = {}
-_REAL_LOCAL = concurrency._REAL_LOCAL
-_current_holder = concurrency.current_holder
+_getcurrent = concurrency.getcurrent
+_get_ident = concurrency.get_ident
 
 
-def _new_state(thread_safe: bool) -> _PooledState:
-    """A fresh state: per thread (per greenlet once gevent patched ``threading``), or one
-    shared object for peewee's ``thread_safe=False``."""
-    if not thread_safe:
-        return _PooledState()
-    local = threading.local  # looked up now: gevent's local once patched
-    cls = _LOCAL_STATE_CLASSES.get(local)
-    if cls is None:
-        cls = _LOCAL_STATE_CLASSES[local] = type(
-            "_PooledConnectionLocal", (_PooledState, local), {})
-    return cls()  # type: ignore[no-any-return]
+def _new_holders(thread_safe: bool) -> Any:
+    """Where each holder's :class:`_PooledState` lives (attribute ``state``): a
+    thread-local (greenlet-local once gevent patched ``threading``), or, for peewee's
+    ``thread_safe=False``, one namespace shared by every thread."""
+    if thread_safe:
+        return threading.local()  # looked up now: gevent's local once patched
+    return types.SimpleNamespace(state=_PooledState())
 
 
 _POOL_FIELDS = frozenset(PoolOptions.field_names()) - {"name"}
@@ -166,8 +164,21 @@ class PooledDatabase:
         self._external_pooler: str | None = None
         self._pool = None
         super().__init__(database, **kwargs)  # type: ignore[call-arg]
-        self._state = _new_state(self.thread_safe)  # type: ignore[attr-defined]
         _live_databases.add(self)
+
+    @property
+    def _state(self) -> _PooledState:
+        """peewee's per-thread connection state: this holder's :class:`_PooledState`."""
+        try:
+            return self._holders.state  # type: ignore[no-any-return]
+        except AttributeError:
+            state = self._holders.state = _PooledState()
+            return state
+
+    @_state.setter
+    def _state(self, value: Any) -> None:
+        # peewee's Database.__init__ assigns its own state object: ours replaces it.
+        self._holders = _new_holders(self.thread_safe)  # type: ignore[attr-defined]
 
     #: Check, where a cursor is taken, that the caller is the thread (greenlet) that
     #: checked the connection out; a mismatch raises :class:`WrongHolder` before any byte
@@ -270,29 +281,35 @@ class PooledDatabase:
 
     def connect(self, reuse_if_open: bool = False) -> bool:
         """Check a connection out of the pool for this thread (no shared lock held)."""
-        if self.deferred:  # type: ignore[attr-defined]
-            raise peewee.InterfaceError(
-                "Error, database must be initialized before opening a connection.")
-        state = self._state  # type: ignore[attr-defined]
-        if threading.local is not _REAL_LOCAL and not concurrency.is_current_local(state):
-            state = self._adopt_threading()
+        holders = self._holders
+        if _threading_patched and not concurrency.is_current_local(holders):
+            holders = self._adopt_threading()
+        try:  # the state property, inlined: one thread-local read per connect
+            state = holders.state
+        except AttributeError:
+            state = holders.state = _PooledState()
         if not state.closed:
             if reuse_if_open:
                 return False
             raise peewee.OperationalError("Connection already opened.")
+        pool = self._pool
+        if pool is None:
+            raise peewee.InterfaceError(
+                "Error, database must be initialized before opening a connection.")
         try:  # inlined: one frame less for the checkout's origin walk and for the CPU
-            pooled = self.pool.checkout()
+            pooled = pool.checkout()
         except errors.ConnectError as exc:
             raise ConnectFailed(str(exc)) from exc.__cause__
         except errors.PoolTimeout as exc:
             raise CheckoutTimeout(str(exc)) from None
         except errors.PoolExhausted as exc:
             raise CheckoutRejected(str(exc)) from None
-        state.set_connection(pooled.raw)
-        lease = state.lease
-        lease.pooled = pooled
-        lease.checkout = pooled.checkouts
-        if self.server_version is None or self._has_connection_hook:  # type: ignore[attr-defined]
+        # peewee's set_connection, without new lists: reset() left them empty.
+        state.conn = pooled.raw
+        state.closed = False
+        state.pooled = pooled
+        state.checkout = pooled.checkouts
+        if state.init_at_checkout:
             self._initialize_checkout(pooled)
         return True
 
@@ -302,11 +319,12 @@ class PooledDatabase:
         Every query takes its cursor here, so this is the one cheap place to catch two
         holders on one connection, before a byte is sent.
         """
-        state = self._state  # type: ignore[attr-defined]
-        pooled = state.lease.pooled
+        state = self._state
+        pooled = state.pooled
         if pooled is None:  # not connected: peewee autoconnects (or raises)
             return super().cursor(named_cursor)  # type: ignore[misc]
-        if pooled.holder_key != id(_current_holder()) and self.check_holder:
+        key = _get_ident() if _getcurrent is None else id(_getcurrent())  # holder_key()
+        if pooled.holder_key != key and self.check_holder:
             raise WrongHolder(self._wrong_holder_message(pooled))
         if named_cursor is None and self._peewee_cursor:
             return state.conn.cursor()  # what peewee.Database.cursor does when connected
@@ -320,8 +338,13 @@ class PooledDatabase:
         following = next((k.__dict__["cursor"] for k in after if "cursor" in k.__dict__),
                          None)
         cls._peewee_cursor = following is peewee.Database.cursor
+        # Decided once per class, not at every connect.
+        cls._has_connection_hook = (
+            cls._initialize_connection is not peewee.Database._initialize_connection)
 
     _peewee_cursor = False
+    #: A subclass overrides peewee's ``_initialize_connection`` (run at every checkout).
+    _has_connection_hook = False
 
     def execute_sql(self, sql: str, params: Any = None) -> Any:
         """peewee's ``execute_sql``; a query interrupted by a ``BaseException`` (gevent's
@@ -331,7 +354,7 @@ class PooledDatabase:
             return super().execute_sql(sql, params)  # type: ignore[misc]
         except BaseException as exc:
             if not isinstance(exc, Exception):
-                pooled = self._state.lease.pooled  # type: ignore[attr-defined]
+                pooled = self._state.pooled
                 if pooled is not None:
                     pooled.interrupted = True
             raise
@@ -352,26 +375,23 @@ class PooledDatabase:
             "greenlet (db.connection_context()).")
 
     def _adopt_threading(self) -> Any:
-        """Replace peewee's state and lock made before gevent patched ``threading`` (one
+        """Replace the thread-local and lock made before gevent patched ``threading`` (one
         real thread-local shared by every greenlet) with greenlet-local ones."""
-        old = self._state  # type: ignore[attr-defined]
-        self._state = _new_state(self.thread_safe)  # type: ignore[attr-defined]
+        old = getattr(self._holders, "state", None)  # this OS thread's, if any
+        self._holders = _new_holders(self.thread_safe)  # type: ignore[attr-defined]
         self._lock = threading.Lock()
-        pooled = old.pooled
-        is_open = not old.closed
-        old.reset()
-        if is_open and pooled is not None and not pooled.reclaimed:
-            # Checked out before patching by this OS thread: no greenlet owns it now.
-            pooled.pool.checkin(pooled)
-        return self._state  # type: ignore[attr-defined]
-
-    @property
-    def _has_connection_hook(self) -> bool:
-        return type(self)._initialize_connection is not peewee.Database._initialize_connection
+        if old is not None:
+            pooled = old.pooled
+            is_open = not old.closed
+            old.reset()
+            if is_open and pooled is not None and not pooled.reclaimed:
+                # Checked out before patching by this OS thread: no greenlet owns it now.
+                pooled.pool.checkin(pooled)
+        return self._holders
 
     def _initialize_checkout(self, pooled: PooledConnection) -> None:
         """peewee's per-connect steps: server version (once), ``_initialize_connection``."""
-        state = self._state  # type: ignore[attr-defined]
+        state = self._state
         try:
             with peewee.__exception_wrapper__:
                 if self.server_version is None:  # type: ignore[attr-defined]
@@ -381,19 +401,40 @@ class PooledDatabase:
             state.reset()
             pooled.pool.checkin(pooled, broken=True)
             raise
+        # Per holder, so a connect reads the shared database object as little as it can.
+        state.init_at_checkout = (self._has_connection_hook
+                                  or self.server_version is None)  # type: ignore[attr-defined]
 
     def _connect(self) -> Any:
         raise peewee.InterfaceError("pooled databases connect through connect()")
 
     def close(self) -> bool:
         """Return this thread's connection to the pool (rolled back if needed)."""
-        if self.deferred:  # type: ignore[attr-defined]
-            raise peewee.InterfaceError(
-                "Error, database must be initialized before opening a connection.")
-        if self.in_transaction():  # type: ignore[attr-defined]
+        try:  # the state property, inlined: one thread-local read per close
+            state = self._holders.state
+        except AttributeError:
+            state = self._state
+        if state.transactions:  # peewee's in_transaction()
             raise peewee.OperationalError(
                 "Attempting to close database while transaction is open.")
-        return self._release(broken=False)
+        if state.closed:  # (a deferred database is never connected: checked only here)
+            if self.deferred:  # type: ignore[attr-defined]
+                raise peewee.InterfaceError(
+                    "Error, database must be initialized before opening a connection.")
+            state.reset()
+            return False
+        # _release(), written out (it runs at every return).
+        pooled: PooledConnection | None = state.pooled
+        state.pooled = None  # returned on purpose: not abandoned
+        state.closed = True
+        state.conn = None
+        if state.ctx or state.commit_callbacks:
+            state.reset()
+        if pooled is not None and not pooled.reclaimed:
+            # To the pool it came from: after init() that is the old (closed) pool, which
+            # closes it, not the new one.
+            pooled.pool.checkin(pooled)
+        return True
 
     def release(self) -> bool:
         """Return this thread's connection whatever state peewee thinks it is in.
@@ -401,13 +442,13 @@ class PooledDatabase:
         For request teardown: peewee's transaction stack is dropped and the pool's checkin
         rolls back whatever the view left open. Returns whether a connection was held.
         """
-        del self._state.transactions[:]  # type: ignore[attr-defined]
+        del self._state.transactions[:]
         return self._release(broken=False)
 
     def _release(self, *, broken: bool) -> bool:
-        state = self._state  # type: ignore[attr-defined]
+        state = self._state
         is_open = not state.closed
-        pooled: PooledConnection | None = state.lease.pooled
+        pooled: PooledConnection | None = state.pooled
         state.reset()
         if is_open and pooled is not None and not pooled.reclaimed:
             # To the pool it came from: after init() that is the old (closed) pool, which
@@ -457,7 +498,7 @@ class PooledDatabase:
         """Forget the whole pool, as ``playhouse.pool`` does: later checkouts use a new
         pool; the old one closes its idle connections now and the others as their holders
         return them. This thread's connection goes back to the old pool (and is closed)."""
-        state = self._state  # type: ignore[attr-defined]
+        state = self._state
         pooled: PooledConnection | None = state.pooled
         is_open = not state.closed
         state.reset()
@@ -471,7 +512,7 @@ class PooledDatabase:
     def _forget_connection(self) -> None:
         """Forget this thread's connection without returning it (after fork: it is the
         parent's; the pool itself drops its copies)."""
-        self._state.reset()  # type: ignore[attr-defined]
+        self._state.reset()
 
 
 class PooledMySQLDatabase(PooledDatabase, peewee.MySQLDatabase):
@@ -605,10 +646,17 @@ def _forget_connections_in_child() -> None:
         db._forget_connection()
 
 
+#: gevent has patched ``threading`` in this process (then connect() checks that the state's
+#: thread-local is a greenlet-local one). A plain flag: cheaper to read than the module.
+_threading_patched = concurrency.threading_patched()
+
+
 def _adopt_patched_threading() -> None:
     """Right after ``gevent.monkey.patch_all()``: greenlet-local state for every database."""
+    global _threading_patched
+    _threading_patched = True
     for db in list(_live_databases):
-        if not concurrency.is_current_local(db._state):  # type: ignore[attr-defined]
+        if not concurrency.is_current_local(db._holders):
             db._adopt_threading()
 
 

@@ -218,7 +218,7 @@ def _preload_worker(db: Any) -> dict[str, Any]:
         "served": len(results), "own_value": sum(1 for i, v in results.items() if v == i),
         "mismatched": {str(k): str(v) for k, v in mismatched.items()},
         "in_use": stats.in_use, "size": stats.size,
-        "greenlet_local_state": isinstance(db._state, gevent.local.local),
+        "greenlet_local_state": isinstance(db._holders, gevent.local.local),
         "maintainer_running": db.pool.maintainer.running,
     }
     db.close_pool()

@@ -106,6 +106,21 @@ def test_two_greenlets_sharing_one_state_second_use_raises_nothing_sent(make_db)
     assert db.pool.stats().in_use == 0
 
 
+def test_the_holder_is_named_by_its_thread_s_current_name(make_db):
+    """The pool keeps the holder's Thread, not a copy of its name: a rename shows."""
+    db = make_db(timeout=0.01)
+    db.connect()
+    me = threading.current_thread()
+    old_name = me.name
+    try:
+        me.name = "renamed-holder"
+        assert db._state.pooled.holder == "renamed-holder"
+        assert db.pool.stats().holders[0]["thread"] == "renamed-holder"
+    finally:
+        me.name = old_name
+        db.close()
+
+
 def test_holder_check_can_be_turned_off_per_database(make_db):
     db = make_db(thread_safe=False)
     db.check_holder = False
@@ -164,6 +179,9 @@ def test_threads_that_end_holding_a_connection_give_it_back(make_db, caplog):
                 r.getMessage()]
     assert len(warnings) == 4
     assert all("pool 'fake'" in w and "test_holders.py" in w for w in warnings)
+    # The holder is named after its thread ended (the name is read when reported).
+    assert sorted(w.split("thread ")[1].split(" ended")[0] for w in warnings) == [
+        f"'leaker-{i}'" for i in range(4)]
     assert len(db._fake_driver.open_connections()) <= 4
 
 

@@ -14,7 +14,7 @@ from tests.unit.fakes import FakeClock, FakeDriver, check_accounting, give, join
 
 def set_home(pool, index: int) -> None:
     """Pin the calling thread's home segment (normally assigned round-robin)."""
-    pool._home.segment = pool._segments[index]
+    pool._home_record().segment = pool._segments[index]
 
 
 @pytest.mark.parametrize("max_connections", [1, 2, 3, 4, 5, 7, 10, 16, 17, 31, 100, 1001])

@@ -117,3 +117,29 @@ def test_pool_stats_as_dict_is_plain_data():
     assert d["counters"]["connects"] == 1
     assert d["checkout_wait"]["p99"] == 0.0
     assert d["database_down"] is False and d["closed"] is False
+
+
+#: Held times that hit every edge of the bucketing: zero, the first bucket's edge and just
+#: past it, ordinary ones, an exact power of two, and past the last bucket (overflow).
+HELD_TIMES = [0.0, 1e-6, 1.0001e-6, 3e-6, 0.000123, 0.001, 0.5, 2.0, 61.0, 3600.0, 1e6]
+
+
+def test_the_fast_paths_record_exactly_what_histogram_observe_records(new_pool, clock, quiet):
+    """checkout and checkin write their histogram updates out (hot path); the buckets,
+    count, total and max must be those of Histogram.observe for the same durations."""
+    pool = new_pool(max_connections=1, **quiet)
+    pool.checkin(pool.checkout())  # opened in the slow path; later ones reuse it
+    for held in HELD_TIMES:
+        conn = pool.checkout()
+        clock.advance(held)
+        pool.checkin(conn)
+    histograms = pool.stats().histograms
+    usage, wait = histograms["usage_time"], histograms["checkout_wait"]
+    expected_usage = histogram([0.0, *HELD_TIMES])
+    assert usage.buckets == expected_usage.buckets
+    assert (usage.count, usage.total, usage.max) == (
+        expected_usage.count, expected_usage.total, expected_usage.max)
+    expected_wait = histogram([0.0] * (len(HELD_TIMES) + 1))  # a zero wait each time
+    assert wait.buckets == expected_wait.buckets
+    assert (wait.count, wait.total, wait.max) == (expected_wait.count, 0.0, 0.0)
+    assert pool.stats().counters.checkouts == len(HELD_TIMES) + 1
