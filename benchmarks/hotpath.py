@@ -63,7 +63,10 @@ ABLATIONS: dict[str, tuple[Patch, ...]] = {
 #: The peewee layer alone: each database with its pool replaced by a stub that hands out
 #: one connection and takes it back for free (what is left is peewee + the glue).
 LAYERS = ["peewee-layer", "ours-layer"]
-VARIANTS = ["peewee", "ours-pool", *ABLATIONS, *LAYERS]
+#: The same op plus one ``db.cursor()`` while connected: (ours+cursor - ours) against
+#: (peewee+cursor - peewee) is what our cursor(), holder check included, adds to peewee's.
+CURSOR = ["peewee+cursor", "ours+cursor"]
+VARIANTS = ["peewee", "ours-pool", *ABLATIONS, *LAYERS, *CURSOR]
 
 
 class _StubPooled:
@@ -91,7 +94,8 @@ class _StubPool:
 
 def make_db(variant: str, path: str) -> tuple[Callable[[], None], Callable[[], None]]:
     """(one op, close) for ``variant``: op = db.connect(); db.close() (or the pool alone)."""
-    if variant in ("peewee", "peewee-layer"):
+    with_cursor = "+cursor" in variant
+    if variant in ("peewee", "peewee-layer", "peewee+cursor"):
         from playhouse.pool import PooledSqliteDatabase
 
         db: Any = PooledSqliteDatabase(path, max_connections=8, stale_timeout=None)
@@ -126,6 +130,13 @@ def make_db(variant: str, path: str) -> tuple[Callable[[], None], Callable[[], N
     def op() -> None:
         db.connect()
         db.close()
+
+    if with_cursor:
+
+        def op() -> None:
+            db.connect()
+            db.cursor()
+            db.close()
 
     return op, (db.close_all if variant.startswith("peewee") else db.close_pool)
 
