@@ -382,19 +382,7 @@ class ConnectionPool:
                     conn.holder_key = (  # concurrency.holder_key(), inlined
                         _get_ident() if _getcurrent is None else id(_getcurrent()))
                     conn.holder_thread = home.thread
-                    # The application frame, as in _application_frame() (one call less).
-                    frame = _getframe(1)
-                    while frame is not None:
-                        filename = frame.f_code.co_filename
-                        is_application = _IS_APPLICATION_FILE.get(filename)
-                        if is_application is None:
-                            is_application = _classify_file(filename)
-                        if is_application:
-                            conn.origin = (filename, frame.f_lineno)
-                            break
-                        frame = frame.f_back
-                    else:
-                        conn.origin = None
+                    conn.origin = _application_frame(_getframe(1))
                     if seg.track_sites:
                         conn.site = self._capture_site()
                     return conn
@@ -437,7 +425,7 @@ class ConnectionPool:
         held (the connection is ours alone; capturing the stack may stat files)."""
         conn.holder_key = concurrency.holder_key()
         conn.holder_thread = home.thread
-        conn.origin = _application_frame()
+        conn.origin = _application_frame(_getframe(1))
         conn.site = self._capture_site() if self._track_sites else None
         return conn
 
@@ -1394,12 +1382,12 @@ _NOT_APPLICATION = (_PACKAGE_DIR + os.sep, os.path.dirname(contextlib.__file__) 
                     + "contextlib.py")
 
 
-def _application_frame() -> tuple[str, int] | None:
-    """(file, line) of the innermost caller outside peewee, this library and contextlib.
+def _application_frame(frame: Any) -> tuple[str, int] | None:
+    """(file, line) of the innermost caller outside peewee, this library and contextlib,
+    from ``frame`` outwards (the pool's own frames are skipped like any library frame).
 
     A few attribute reads per frame: cheap enough for every checkout, unlike a stack.
     """
-    frame: Any = _getframe(2)  # 0: here, 1: _claim; then the pool's frames, skipped
     while frame is not None:
         filename = frame.f_code.co_filename
         is_application = _IS_APPLICATION_FILE.get(filename)
