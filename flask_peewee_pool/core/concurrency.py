@@ -27,12 +27,9 @@ try:  # greenlet ships with gevent (and SQLAlchemy); without it, holders are thr
 except ImportError:  # pragma: no cover - exercised only where greenlet is absent
     _getcurrent = None
 
-#: The current holder object: the greenlet (a thread's main greenlet in plain threads) or,
-#: without the greenlet package, the thread. Never keep the object itself: a dead greenlet
-#: must be collectable.
-current_holder: Callable[[], Any] = _getcurrent or threading.current_thread
 #: ``greenlet.getcurrent`` (None without the greenlet package) and ``threading.get_ident``,
-#: for hot paths that inline :func:`holder_key`.
+#: for hot paths that inline :func:`holder_key`. Never keep a greenlet itself: a dead one
+#: must be collectable.
 getcurrent: Callable[[], Any] | None = _getcurrent
 get_ident: Callable[[], int] = threading.get_ident
 
