@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from flask_peewee_pool.ops import snapshots
+from tests.drain.children import serving_children
 
 pytestmark = [pytest.mark.mysql]
 
@@ -34,19 +35,9 @@ def test_flask_pool_drain_drains_every_process(mysql_pool_user: Any, tmp_path: P
     user = mysql_pool_user
     stats_dir = tmp_path / "stats"
     env = _env(user.url, stats_dir)
-    children: list[subprocess.Popen[str]] = []
-    try:
-        for i in range(2):
-            with open(tmp_path / f"child-{i}.stderr", "w") as err:
-                children.append(subprocess.Popen(
-                    [sys.executable, "-m", "tests.drain.serve_child"], cwd=ROOT, env=env,
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True))
-        pids = []
-        for child in children:
-            assert child.stdout is not None
-            line = child.stdout.readline().split()
-            assert line[:1] == ["ready"], (tmp_path / "child-0.stderr").read_text()
-            pids.append(int(line[1]))
+    with serving_children(2, env, tmp_path) as ready:
+        children = [child for child, _ in ready]
+        pids = [pid for _, pid in ready]
         assert sorted(s["pid"] for s in snapshots.read_snapshots(stats_dir)) == sorted(pids)
         before = set(user.connection_ids())
         assert before  # both pools hold connections
@@ -82,11 +73,3 @@ def test_flask_pool_drain_drains_every_process(mysql_pool_user: Any, tmp_path: P
             assert ids and not ids & before, (ids, before)
         print(f"\n{out}\nchildren (requests, errors, ids after): {done}; ids before "
               f"{sorted(before)}")
-    finally:
-        for child in children:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
-            for stream in (child.stdin, child.stdout):
-                if stream is not None:
-                    stream.close()

@@ -10,12 +10,9 @@ never applies the request gives both commands the same FAIL and exit code 1.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,12 +21,13 @@ import pytest
 
 pytest.importorskip("django")
 
-from django.core.management import call_command
 from django.test import override_settings
 
 from flask_peewee_pool import django as fpp_django
 from flask_peewee_pool.ops import snapshots
+from tests.cli_parity import masked, run_django, run_flask
 from tests.django import _setup  # noqa: F401  (configures Django)
+from tests.drain.children import serving_children
 from tests.drain.drain_app import create_app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,29 +41,12 @@ _VOLATILE = [
 
 
 def _mask(text: str) -> str:
-    for pattern, replacement in _VOLATILE:
-        text = pattern.sub(replacement, text)
-    return text
-
-
-def _flask(app: Any, args: list[str]) -> tuple[int, str, str]:
-    result = app.test_cli_runner().invoke(args=args)
-    return result.exit_code, result.stdout, result.stderr
-
-
-def _django(args: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        call_command(args[0].replace("-", "_"), *args[1:], stdout=out, stderr=err)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    return code, out.getvalue(), err.getvalue()
+    return masked(text, _VOLATILE)
 
 
 def _same(app: Any, args: list[str]) -> tuple[int, str]:
-    f_code, f_out, f_err = _flask(app, args)
-    d_code, d_out, d_err = _django(args)
+    f_code, f_out, f_err = run_flask(app, args)
+    d_code, d_out, d_err = run_django(args)
     assert (f_code, _mask(f_out), _mask(f_err)) == (d_code, _mask(d_out), _mask(d_err)), (
         f_out, d_out)
     return f_code, f_out
@@ -97,15 +78,8 @@ def test_same_report_and_exit_code(mysql_pool_user: Any, configured: Any,
     stats_dir = tmp_path / "stats"
     env = dict(os.environ, FPP_DRAIN_URL=mysql_pool_user.url, FPP_DRAIN_STATS=str(stats_dir),
                FPP_DRAIN_INTERVAL="1")
-    with open(tmp_path / "child.stderr", "w") as err:
-        child = subprocess.Popen([sys.executable, "-m", "tests.drain.serve_child"], cwd=ROOT,
-                                 env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                 stderr=err, text=True)
-    try:
+    with serving_children(1, env, tmp_path) as [(child, pid)]:
         assert child.stdout is not None and child.stdin is not None
-        line = child.stdout.readline().split()
-        assert line[:1] == ["ready"], (tmp_path / "child.stderr").read_text()
-        pid = int(line[1])
         app = configured(mysql_pool_user.url, stats_dir)
         code, out = _same(app, ["pool-drain", "--timeout", "30"])
         assert code == 0 and f"\n{pid}  drained " in out, out
@@ -115,13 +89,6 @@ def test_same_report_and_exit_code(mysql_pool_user: Any, configured: Any,
         child.stdin.flush()
         done = child.stdout.readline().split()
         assert child.wait(20) == 0 and done[:1] == ["done"] and done[2] == "0", done
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        for stream in (child.stdin, child.stdout):
-            if stream is not None:
-                stream.close()
 
 
 def test_same_failure_when_a_process_never_drains(configured: Any, tmp_path: Path) -> None:
@@ -139,8 +106,8 @@ def test_same_failure_when_a_process_never_drains(configured: Any, tmp_path: Pat
     assert code == 1
     assert f"\n{os.getpid()}  not seen yet" in out
     assert "FAIL: not drained within 0.3 s: 1 of 1 live process not done" in out
-    f_code, f_out, _ = _flask(app, ["pool-drain", "--json", "--timeout", "0.3"])
-    d_code, d_out, _ = _django(["pool-drain", "--json", "--timeout", "0.3"])
+    f_code, f_out, _ = run_flask(app, ["pool-drain", "--json", "--timeout", "0.3"])
+    d_code, d_out, _ = run_django(["pool-drain", "--json", "--timeout", "0.3"])
     volatile = ("token", "requested_at", "elapsed_s")
     f_doc, d_doc = ({k: v for k, v in json.loads(o).items() if k not in volatile}
                     for o in (f_out, d_out))

@@ -11,7 +11,6 @@ share the server).
 
 from __future__ import annotations
 
-import io
 import json
 import re
 from collections.abc import Callable
@@ -23,12 +22,12 @@ from flask import Flask
 
 pytest.importorskip("django")
 
-from django.core.management import call_command
 from django.test import override_settings
 
 from flask_peewee_pool import PeeweePool
 from flask_peewee_pool import django as fpp_django
 from tests.cli.conftest import spawn_child  # noqa: F401  (fixture)
+from tests.cli_parity import masked, run_django, run_flask
 from tests.django import _setup  # noqa: F401  (configures Django)
 
 _VOLATILE = [
@@ -40,31 +39,13 @@ _VOLATILE = [
 
 
 def _mask(text: str) -> str:
-    for pattern, replacement in _VOLATILE:
-        text = pattern.sub(replacement, text)
-    return text
-
-
-def _flask(app: Flask, args: list[str]) -> tuple[int, str, str]:
-    result = app.test_cli_runner().invoke(args=args)
-    return result.exit_code, result.stdout, result.stderr
-
-
-def _django(args: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    name = args[0].replace("-", "_")
-    try:
-        call_command(name, *args[1:], stdout=out, stderr=err)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    return code, out.getvalue(), err.getvalue()
+    return masked(text, _VOLATILE)
 
 
 def _same(app: Flask, args: list[str], *, json_drop: Callable[[Any], Any] | None = None
           ) -> tuple[int, str]:
-    f_code, f_out, f_err = _flask(app, args)
-    d_code, d_out, d_err = _django(args)
+    f_code, f_out, f_err = run_flask(app, args)
+    d_code, d_out, d_err = run_django(args)
     assert (f_code, _mask(f_err)) == (d_code, _mask(d_err)), args
     if json_drop is not None:
         assert json_drop(json.loads(f_out)) == json_drop(json.loads(d_out)), args
