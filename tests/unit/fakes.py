@@ -23,6 +23,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from flask_peewee_pool.core import drivers
 from flask_peewee_pool.core.pool import ConnectionPool, PooledConnection
 
 #: Upper bound for every wait in a test; reached only when something is broken.
@@ -432,6 +433,15 @@ class FakeDriver:
     def needs_rollback(self, raw: FakeConnection) -> bool:
         self._enter("needs_rollback", raw, io=False)
         return raw.in_transaction
+
+    def one_call_checkin_status(self, raw: FakeConnection) -> int:
+        """What a driver with ``checkin_status`` answers (SQLite, psycopg, PyMySQL): both
+        questions in one call. Installed by a test as ``driver.checkin_status``; the fake
+        otherwise has none, so the pool asks ``is_usable`` and ``needs_rollback``."""
+        self._enter("checkin_status", raw, io=False)
+        if not raw.open or raw.broken:
+            return drivers.BROKEN
+        return drivers.DIRTY if raw.in_transaction else drivers.CLEAN
 
     def rollback(self, raw: FakeConnection) -> None:
         self._enter("rollback", raw)

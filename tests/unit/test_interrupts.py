@@ -101,6 +101,23 @@ def test_interrupt_at_every_driver_call(new_pool, driver, clock, method, nth, va
     _assert_whole(pool, driver)
 
 
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("nth", [1, 2, 3])
+def test_interrupt_in_a_one_call_checkin_status(new_pool, driver, clock, nth, variant):
+    """The same, for a driver answering checkin's two questions in one call (what the
+    SQLite, psycopg and PyMySQL drivers do): the fast checkin path meets it first."""
+    driver.checkin_status = driver.one_call_checkin_status
+    pool = new_pool(max_connections=CAP, max_lifetime=10.0, lifetime_jitter=0.0,
+                    idle_timeout=None, **VARIANTS[variant])
+    driver.interrupt_at["checkin_status"] = nth
+    seen: list[BaseException] = []
+    _workload(pool, clock, seen)
+    _settle(pool, clock, seen)
+    assert driver.interrupted == ["checkin_status"]
+    assert len(seen) == 1 and str(seen[0]) == "interrupted in driver.checkin_status"
+    _assert_whole(pool, driver)
+
+
 class _HookInterrupts:
     """A hook that raises Interrupt on its n-th call, and does nothing otherwise."""
 
