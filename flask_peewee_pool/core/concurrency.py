@@ -121,3 +121,45 @@ def _notify(event: Any) -> None:
         return
     for callback in list(_patch_callbacks):
         callback()
+
+
+def _gil_disabled() -> bool:
+    is_enabled = getattr(sys, "_is_gil_enabled", None)
+    return is_enabled is not None and not is_enabled()
+
+
+def made_apart(factories: list[Callable[[], Any]]) -> list[Any]:
+    """``[make() for make in factories]``, on free-threaded CPython each made in a thread
+    of its own, so that no two results share a cache line.
+
+    Why: objects one thread allocates one after the other sit side by side (one allocator
+    heap per thread), and on free-threaded CPython every read of an object writes its
+    reference count: two segments made in a row by the same thread bounce their shared
+    cache lines between the cores of their two home threads (measured: a pool's speed-up
+    at 2 threads varied from 1.3x to 1.95x between runs of the same code). A thread's
+    heap pages hold only its own objects. Under the GIL (or if no thread can be started,
+    e.g. at interpreter shutdown) they are made here, in order.
+    """
+    if len(factories) < 2 or not _gil_disabled():
+        return [make() for make in factories]
+    made: list[Any] = [None] * len(factories)
+    errors: list[BaseException] = []
+
+    def build(index: int, make: Callable[[], Any]) -> None:
+        try:
+            made[index] = make()
+        except BaseException as exc:  # re-raised in the caller
+            errors.append(exc)
+
+    for index, make in enumerate(factories):
+        worker = threading.Thread(target=build, args=(index, make), name="fpp-alloc",
+                                  daemon=True)
+        try:
+            worker.start()
+        except RuntimeError:  # interpreter shutting down, or no thread to be had
+            build(index, make)
+            continue
+        worker.join()
+        if errors:
+            raise errors[0]
+    return made

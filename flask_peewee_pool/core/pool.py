@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import inspect
 import itertools
 import logging
@@ -82,8 +83,8 @@ class PooledConnection:
         "created_at",
         "expires_at",
         "generation",
+        "holder_home",
         "holder_key",
-        "holder_thread",
         "interrupted",
         "last_checked_at",
         "last_used_at",
@@ -112,9 +113,11 @@ class PooledConnection:
         self.checked_out_at = 0.0
         self.checkouts = 0
         self.state = IDLE
-        #: The holder's ``threading.Thread`` (cached per thread: see _Home); its name is read
-        #: only when a report needs it (:attr:`holder`).
-        self.holder_thread: threading.Thread | None = None
+        #: The holder's :class:`_Home` (made by the holder's thread, so on free-threaded
+        #: CPython storing it here writes no shared reference count, as storing the
+        #: ``Thread``, made by another thread, would). Its thread's name is read only when
+        #: a report needs it (:attr:`holder`).
+        self.holder_home: _Home | None = None
         #: concurrency.holder_key() of the holder: who may take a cursor on it.
         self.holder_key = 0
         #: Handed to the maintainer for closing (once: retirement is idempotent).
@@ -132,8 +135,8 @@ class PooledConnection:
     def holder(self) -> str | None:
         """The name of the thread that checked it out (the name it has now, even if the
         thread has ended)."""
-        thread = self.holder_thread
-        return None if thread is None else thread.name
+        home = self.holder_home
+        return None if home is None else home.thread.name
 
     def __repr__(self) -> str:
         return (f"<PooledConnection pool={self.pool.name!r} segment={self.segment.index} "
@@ -152,12 +155,17 @@ class _Segment:
     """
 
     __slots__ = ("capacity", "checkin_status", "clock", "connect_time", "counters",
-                 "generation", "has_input", "idle", "in_use", "index", "lock", "open",
-                 "opening", "ping_after", "reset", "retiring", "slots", "track_sites",
-                 "usage_time", "wait_time", "waiting")
+                 "current", "generation", "has_input", "idle", "in_use", "index", "lock",
+                 "open", "opening", "ping_after", "pool", "reset", "retiring", "slots",
+                 "track_sites", "usage_time", "wait_time", "waiting")
 
-    def __init__(self, index: int, capacity: int) -> None:
+    def __init__(self, pool: ConnectionPool, index: int, capacity: int) -> None:
+        #: Read on the slow paths only (the fast ones read the copies below).
+        self.pool = pool
         self.index = index
+        #: One of the pool's segments (False once a forked child rebuilt them: a thread's
+        #: :class:`_Home` kept by a caller then moves to a new one).
+        self.current = True
         #: Checkouts may take the fast path: maintainer started, pool not closed.
         self.open = False
         #: Threads are waiting: a checkin goes the general way (hand-off).
@@ -183,15 +191,140 @@ class _Segment:
         self.usage_time = Histogram()
 
 
+def _checkin(conn: PooledConnection, broken: bool = False) -> None:
+    """:meth:`ConnectionPool.checkin` without the ownership check (``_Home.checkin``): it
+    reads the connection's segment, never the pool (see _Segment)."""
+    if conn.reclaimed:  # taken back by reclaim(); the maintainer closes it
+        return
+    seg = conn.segment
+    interrupted: BaseException | None = None
+    if broken or conn.interrupted:
+        status = BROKEN
+    else:
+        try:
+            status = seg.checkin_status(conn.raw)  # type: ignore[misc]
+            if status == CLEAN and seg.reset is not None:
+                status = DIRTY  # the reset hook is a round trip to make first
+        except BaseException as exc:
+            status = BROKEN
+            if not isinstance(exc, Exception):
+                interrupted = exc
+    if status == CLEAN and not seg.waiting:
+        # Fast path, written out: back on top of its segment's idle stack, when nothing
+        # calls for the general case below (expiry, drain, close, shrink, a double
+        # return, a reclaim: all fall through to it, which re-checks under the lock).
+        now = seg.clock()
+        with seg.lock:
+            returned = (conn.state == IN_USE and conn.expires_at > now
+                        and conn.generation == seg.generation and seg.open
+                        and seg.slots - seg.retiring <= seg.capacity
+                        and conn in seg.in_use)
+            if returned:
+                seg.in_use.remove(conn)
+                # Histogram.observe(held), inlined (the same buckets; tested equal).
+                held = now - conn.checked_out_at
+                usage = seg.usage_time
+                if held > _MIN_SECONDS:
+                    index = int(_log2(held / _MIN_SECONDS) * _BUCKETS_PER_OCTAVE) + 1
+                    if index > _LAST_BUCKET:
+                        index = _LAST_BUCKET
+                    usage.buckets[index] += 1
+                else:
+                    usage.buckets[0] += 1
+                usage.count += 1
+                usage.total += held
+                if held > usage.max:
+                    usage.max = held
+                conn.site = None
+                conn.last_used_at = now
+                conn.state = IDLE
+                seg.idle.append(conn)
+        if returned:
+            if seg.waiting:  # a waiter came meanwhile (nothing was retired here)
+                seg.pool._dispatch()
+            return
+    seg.pool._checkin_slow(conn, status, interrupted)
+
+
 class _Home:
     """Per thread (per greenlet under gevent), per pool: the home segment and the holder's
-    ``Thread``, looked up once per checkout with one thread-local read."""
+    ``Thread``, made by that thread (so on free-threaded CPython its reference count is
+    the thread's own), and the checkout fast path.
 
-    __slots__ = ("segment", "thread")
+    Reached through the pool's thread-local (:meth:`ConnectionPool.checkout`) or kept by
+    the caller (:meth:`ConnectionPool.home`).
+    """
 
-    def __init__(self, segment: _Segment) -> None:
+    __slots__ = ("app_files", "pool", "segment", "thread")
+
+    def __init__(self, pool: ConnectionPool, segment: _Segment) -> None:
+        self.pool = pool
         self.segment = segment
         self.thread = threading.current_thread()
+        #: Per source file: is it application code? (_application_frame's cache, per
+        #: thread: one dict shared by every thread is a shared cache line.)
+        self.app_files: dict[str, bool] = {}
+
+    def checkout(self, timeout: float | None = _USE_DEFAULT) -> PooledConnection:
+        """:meth:`ConnectionPool.checkout` for this thread."""
+        seg = self.segment
+        if not seg.open:  # before the first checkout, after close(), after gevent patched
+            return self._checkout_cold(timeout)
+        start = seg.clock()
+        conn = None
+        # Fast path, written out (it is most of what a checkout costs): the warmest idle
+        # connection of the home segment, one lock taken once, and no round trip when it
+        # is fresh. Every diagnostic is kept: holder, application frame, exact counters.
+        # It reads this record and the segment, never the pool (see _Segment).
+        # From the pop on a connection is ours: whatever interrupts the checkout
+        # (KeyboardInterrupt, gevent.Timeout) retires it.
+        try:
+            with seg.lock:
+                idle = seg.idle
+                if idle:
+                    conn = idle.pop()
+                    conn.state = IN_USE
+                    conn.checkouts += 1
+                    conn.leak_warned = False
+                    conn.checked_out_at = start
+                    seg.in_use.add(conn)
+                    seg.counters.checkouts += 1
+                    wait = seg.wait_time  # Histogram.observe(0.0), inlined: bucket 0
+                    wait.buckets[0] += 1
+                    wait.count += 1
+            if conn is not None:
+                ping_after = seg.ping_after
+                has_input = seg.has_input
+                if conn.expires_at > start and (
+                        ping_after is None or start - conn.last_used_at < ping_after) and (
+                        has_input is None or not has_input(conn.raw)):
+                    conn.holder_key = (  # concurrency.holder_key(), inlined
+                        _get_ident() if _getcurrent is None else id(_getcurrent()))
+                    conn.holder_home = self
+                    conn.origin = _application_frame(_getframe(1), self.app_files)
+                    if seg.track_sites:
+                        conn.site = self.pool._capture_site()
+                    return conn
+        except BaseException:
+            if conn is not None:
+                self.pool._retire(conn, "broken")
+            raise
+        return self.pool._checkout_slow(conn, self, start, timeout)
+
+    #: :meth:`ConnectionPool.checkin` without the ownership check, for a caller that has
+    #: the connection from this pool's checkout (the peewee layer, which keeps its home).
+    checkin = staticmethod(_checkin)
+
+    def _checkout_cold(self, timeout: float | None) -> PooledConnection:
+        """The segment is not open: start the pool (or raise why not), then check out
+        through the thread's current record: gevent's adoption rebuilt the thread-local,
+        or a forked child rebuilt the segments (this record then moves to a new one)."""
+        pool = self.pool
+        pool._before_first_checkout()
+        home = pool._home_record()
+        if not self.segment.current:
+            self.segment = home.segment
+        return home.checkout(timeout)
 
 
 class _Waiter:
@@ -260,10 +393,12 @@ class ConnectionPool:
     def _init_state(self) -> None:
         """(Re)build every lock and list; also run in a forked child."""
         options = self.options
-        self._segments = [
-            _Segment(i, cap)
+        for old in getattr(self, "_segments", ()):  # a forked child's rebuild
+            old.open = old.current = False  # a _Home kept by a caller moves (see _Home)
+        self._segments = concurrency.made_apart([
+            functools.partial(_Segment, self, i, cap)
             for i, cap in enumerate(_split(options.max_connections, options.segment_count))
-        ]
+        ])
         self._waiters: collections.deque[_Waiter] = collections.deque()
         self._waiters_lock = threading.Lock()
         self._retiring: collections.deque[tuple[PooledConnection, str]] = collections.deque()
@@ -349,48 +484,21 @@ class ConnectionPool:
             home = self._home.record
         except AttributeError:
             home = self._home_record()
-        seg = home.segment
-        if not seg.open:  # before the first checkout, after close(), after gevent patched
+        return home.checkout(timeout)
+
+    def home(self) -> _Home:
+        """The calling thread's home in this pool, with the pool started: its
+        ``checkout()`` is :meth:`checkout` without the thread-local lookup.
+
+        For a caller that keeps one per thread (the peewee layer keeps it in its own
+        per-holder state): a checkout then reads neither the pool object nor its
+        thread-local, which on free-threaded CPython are shared cache lines. Valid for the
+        calling thread (greenlet) only; after :meth:`close` its checkout raises
+        :class:`PoolClosed`, like the pool's.
+        """
+        if not self._segments[0].open:
             self._before_first_checkout()
-        start = seg.clock()
-        conn = None
-        # Fast path, written out (it is most of what a checkout costs): the warmest idle
-        # connection of the home segment, one lock taken once, and no round trip when it
-        # is fresh. Every diagnostic is kept: holder, application frame, exact counters.
-        # From the pop on a connection is ours: whatever interrupts the checkout
-        # (KeyboardInterrupt, gevent.Timeout) retires it.
-        try:
-            with seg.lock:
-                idle = seg.idle
-                if idle:
-                    conn = idle.pop()
-                    conn.state = IN_USE
-                    conn.checkouts += 1
-                    conn.leak_warned = False
-                    conn.checked_out_at = start
-                    seg.in_use.add(conn)
-                    seg.counters.checkouts += 1
-                    wait = seg.wait_time  # Histogram.observe(0.0), inlined: bucket 0
-                    wait.buckets[0] += 1
-                    wait.count += 1
-            if conn is not None:
-                ping_after = seg.ping_after
-                has_input = seg.has_input
-                if conn.expires_at > start and (
-                        ping_after is None or start - conn.last_used_at < ping_after) and (
-                        has_input is None or not has_input(conn.raw)):
-                    conn.holder_key = (  # concurrency.holder_key(), inlined
-                        _get_ident() if _getcurrent is None else id(_getcurrent()))
-                    conn.holder_thread = home.thread
-                    conn.origin = _application_frame(_getframe(1))
-                    if seg.track_sites:
-                        conn.site = self._capture_site()
-                    return conn
-        except BaseException:
-            if conn is not None:
-                self._retire(conn, "broken")
-            raise
-        return self._checkout_slow(conn, home, start, timeout)
+        return self._home_record()
 
     def _checkout_slow(self, conn: PooledConnection | None, home: _Home, start: float,
                        timeout: float | None) -> PooledConnection:
@@ -424,8 +532,8 @@ class ConnectionPool:
         bookkeeping written out in :meth:`checkout`): in the receiving thread, with no lock
         held (the connection is ours alone; capturing the stack may stat files)."""
         conn.holder_key = concurrency.holder_key()
-        conn.holder_thread = home.thread
-        conn.origin = _application_frame(_getframe(1))
+        conn.holder_home = home
+        conn.origin = _application_frame(_getframe(1), home.app_files)
         conn.site = self._capture_site() if self._track_sites else None
         return conn
 
@@ -751,57 +859,7 @@ class ConnectionPool:
             pool = None
         if pool is not self:
             raise CheckinError(f"pool {self.name!r}: {conn!r} does not belong to this pool")
-        if conn.reclaimed:  # taken back by reclaim(); the maintainer closes it
-            return
-        seg = conn.segment
-        interrupted: BaseException | None = None
-        if broken or conn.interrupted:
-            status = BROKEN
-        else:
-            try:
-                status = seg.checkin_status(conn.raw)  # type: ignore[misc]
-                if status == CLEAN and seg.reset is not None:
-                    status = DIRTY  # the reset hook is a round trip to make first
-            except BaseException as exc:
-                status = BROKEN
-                if not isinstance(exc, Exception):
-                    interrupted = exc
-        if status == CLEAN and not seg.waiting:
-            # Fast path, written out: back on top of its segment's idle stack, when nothing
-            # calls for the general case below (expiry, drain, close, shrink, a double
-            # return, a reclaim: all fall through to it, which re-checks under the lock).
-            # Reads the segment, not the pool (see _Segment).
-            now = seg.clock()
-            with seg.lock:
-                returned = (conn.state == IN_USE and conn.expires_at > now
-                            and conn.generation == seg.generation and seg.open
-                            and seg.slots - seg.retiring <= seg.capacity
-                            and conn in seg.in_use)
-                if returned:
-                    seg.in_use.remove(conn)
-                    # Histogram.observe(held), inlined (the same buckets; tested equal).
-                    held = now - conn.checked_out_at
-                    usage = seg.usage_time
-                    if held > _MIN_SECONDS:
-                        index = int(_log2(held / _MIN_SECONDS) * _BUCKETS_PER_OCTAVE) + 1
-                        if index > _LAST_BUCKET:
-                            index = _LAST_BUCKET
-                        usage.buckets[index] += 1
-                    else:
-                        usage.buckets[0] += 1
-                    usage.count += 1
-                    usage.total += held
-                    if held > usage.max:
-                        usage.max = held
-                    conn.site = None
-                    conn.last_used_at = now
-                    conn.state = IDLE
-                    seg.idle.append(conn)
-            if returned:
-                if seg.waiting:  # a waiter came meanwhile (nothing was retired here)
-                    self._dispatch()
-                return
-        self._checkin_slow(conn, status, interrupted)
+        _checkin(conn, broken)
 
     def _checkin_slow(self, conn: PooledConnection, status: int,
                       interrupted: BaseException | None) -> None:
@@ -1184,7 +1242,7 @@ class ConnectionPool:
         try:
             return self._home.record  # type: ignore[no-any-return]
         except AttributeError:
-            record = _Home(self._segments[next(self._next_home) % len(self._segments)])
+            record = _Home(self, self._segments[next(self._next_home) % len(self._segments)])
             self._home.record = record
             return record
 
@@ -1382,34 +1440,36 @@ _NOT_APPLICATION = (_PACKAGE_DIR + os.sep, os.path.dirname(contextlib.__file__) 
                     + "contextlib.py")
 
 
-def _application_frame(frame: Any) -> tuple[str, int] | None:
+def _application_frame(frame: Any, known: dict[str, bool]) -> tuple[str, int] | None:
     """(file, line) of the innermost caller outside peewee, this library and contextlib,
     from ``frame`` outwards (the pool's own frames are skipped like any library frame).
+    ``known``: the caller's cache of classified files (one per thread: see _Home).
 
     A few attribute reads per frame: cheap enough for every checkout, unlike a stack.
     """
     while frame is not None:
         filename = frame.f_code.co_filename
-        is_application = _IS_APPLICATION_FILE.get(filename)
+        is_application = known.get(filename)
         if is_application is None:
-            is_application = _classify_file(filename)
+            is_application = known[filename] = _is_application_file(filename)
         if is_application:
             return filename, frame.f_lineno
         frame = frame.f_back
     return None
 
 
-def _classify_file(filename: str) -> bool:
-    """Is ``filename`` application code (not peewee, this library or contextlib)? Cached."""
-    is_application = _IS_APPLICATION_FILE[filename] = not (
-        filename.startswith(_NOT_APPLICATION)
-        or filename.endswith(("peewee.py", "contextlib.py"))
-        or f"{os.sep}playhouse{os.sep}" in filename)
+def _is_application_file(filename: str) -> bool:
+    """Is ``filename`` application code (not peewee, this library or contextlib)? Cached
+    for the process too: a new greenlet (gevent: one per request) starts a new cache."""
+    is_application = _IS_APPLICATION_FILE.get(filename)
+    if is_application is None:
+        is_application = _IS_APPLICATION_FILE[filename] = not (
+            filename.startswith(_NOT_APPLICATION)
+            or filename.endswith(("peewee.py", "contextlib.py"))
+            or f"{os.sep}playhouse{os.sep}" in filename)
     return is_application
 
 
-#: Per source file: is it application code? (The classification is a few string tests;
-#: cached, a frame costs one dict lookup.)
 _IS_APPLICATION_FILE: dict[str, bool] = {}
 _getframe = sys._getframe
 

@@ -96,6 +96,11 @@ class _PooledState(peewee._ConnectionState):
         self.pooled: PooledConnection | None = None
         #: Its checkout number (tells a later checkout of the same connection apart).
         self.checkout = 0
+        #: This holder's home in the pool (``ConnectionPool.home()``): checkout and return
+        #: go through it, reading neither the pool nor its thread-local (shared objects,
+        #: which on free-threaded CPython cost a contended write per read). Kept across
+        #: returns; replaced when the database's pool is (``init()``, ``dispose()``).
+        self.home: Any = None
         #: Run the database's per-connect steps (server version, ``_initialize_connection``)
         #: at this holder's next checkout: until the server version is known, and always
         #: for a class with its own ``_initialize_connection``.
@@ -292,12 +297,17 @@ class PooledDatabase:
             if reuse_if_open:
                 return False
             raise peewee.OperationalError("Connection already opened.")
-        pool = self._pool
-        if pool is None:
-            raise peewee.InterfaceError(
-                "Error, database must be initialized before opening a connection.")
-        try:  # inlined: one frame less for the checkout's origin walk and for the CPU
-            pooled = pool.checkout()
+        home = state.home
+        try:
+            if home is None:  # this holder's first checkout, or its pool was replaced
+                home = self._bind_home(state)
+            pooled = home.checkout()
+        except errors.PoolClosed:
+            if home is None or home.pool is self._pool:
+                raise
+            # Its pool was closed by init() or dispose(), which made a new one.
+            state.home = None
+            return self.connect(reuse_if_open)
         except errors.ConnectError as exc:
             raise ConnectFailed(str(exc)) from exc.__cause__
         except errors.PoolTimeout as exc:
@@ -312,6 +322,18 @@ class PooledDatabase:
         if state.init_at_checkout:
             self._initialize_checkout(pooled)
         return True
+
+    def _bind_home(self, state: _PooledState) -> Any:
+        """The calling holder's home in the current pool (kept in ``state``, except with
+        ``thread_safe=False``, where one state serves every thread)."""
+        pool = self._pool
+        if pool is None:
+            raise peewee.InterfaceError(
+                "Error, database must be initialized before opening a connection.")
+        home = pool.home()
+        if self.thread_safe:  # type: ignore[attr-defined]
+            state.home = home
+        return home
 
     def cursor(self, named_cursor: Any = None) -> Any:
         """peewee's ``cursor()``, after checking the caller holds the connection.
@@ -430,10 +452,15 @@ class PooledDatabase:
         state.conn = None
         if state.ctx or state.commit_callbacks:
             state.reset()
-        if pooled is not None and not pooled.reclaimed:
-            # To the pool it came from: after init() that is the old (closed) pool, which
-            # closes it, not the new one.
-            pooled.pool.checkin(pooled)
+        if pooled is not None:
+            # To the pool it came from (a home's checkin returns a connection to its own
+            # pool): after init() that is the old (closed) pool, which closes it, not the
+            # new one. A reclaimed connection is left alone.
+            home = state.home
+            if home is not None:
+                home.checkin(pooled)
+            else:  # thread_safe=False: no home kept
+                pooled.pool.checkin(pooled)
         return True
 
     def release(self) -> bool:

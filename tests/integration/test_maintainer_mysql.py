@@ -52,6 +52,12 @@ def test_forked_child_uses_its_own_connections(make_mysql_db: Any) -> None:
     parent_ids = {c.raw.thread_id() for c in conns}
     for conn in conns:
         db.pool.checkin(conn)
+    # This thread now keeps its home in the pool (peewee layer), whose segment holds an
+    # idle parent connection on top: the child's connects through that home must not
+    # reach it.
+    with db.connection_context():
+        assert db.execute_sql("SELECT CONNECTION_ID()").fetchone()[0] in parent_ids
+    assert db._state.home is not None
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: never return into pytest

@@ -17,7 +17,7 @@ import peewee
 import pytest
 
 from flask_peewee_pool.core import concurrency
-from flask_peewee_pool.core.errors import HolderError
+from flask_peewee_pool.core.errors import HolderError, PoolClosed
 from flask_peewee_pool.orm.database import PooledDatabase, WrongHolder
 from tests.unit.fakes import WAIT, FakeDriver, start
 
@@ -256,3 +256,43 @@ def test_dispose_forgets_the_pool_and_closes_what_comes_back(make_db):
     assert db._fake_driver.open_connections() == []
     with db.connection_context():  # a new pool
         db.execute_sql("SELECT 1")
+
+
+# ------------------------------------------------------------------ the kept home
+
+
+def test_a_holder_keeps_its_home_and_follows_a_new_pool(make_db):
+    """Checkout and return go through the holder's home in the pool (kept in its state,
+    so they read neither the pool nor its thread-local); init() and dispose() make a new
+    pool, and the next connect moves the home there instead of failing on the old one."""
+    db = make_db(max_connections=2)
+    with db.connection_context():
+        pass
+    home = db._state.home
+    assert home is not None and home.pool is db.pool
+    with db.connection_context():
+        assert db._state.pooled.pool is db.pool
+    assert db._state.home is home, "kept across returns"
+    for renew in (lambda: db.init("fake", max_connections=2), db.dispose):
+        old = db.pool
+        renew()
+        assert old.closed and db.pool is not old
+        with db.connection_context():
+            assert db._state.pooled.pool is db.pool
+            db.execute_sql("SELECT 1")
+        assert db._state.home.pool is db.pool
+        assert old.stats().size == 0
+    db.close_pool()
+    with pytest.raises(PoolClosed):
+        db.connect()
+
+
+def test_a_shared_state_keeps_no_home(make_db):
+    """thread_safe=False: one state for every thread, so no home is kept (a home names
+    one thread); every connect asks the pool, and connections still come and go."""
+    db = make_db(max_connections=2, thread_safe=False)
+    for _ in range(3):
+        with db.connection_context():
+            db.execute_sql("SELECT 1")
+        assert db._state.home is None
+    assert db.pool.stats().in_use == 0 and db.pool.stats().idle == 1

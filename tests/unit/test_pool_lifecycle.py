@@ -153,6 +153,39 @@ def test_after_fork_child_drops_everything_without_closing(new_pool, driver, clo
     assert driver.calls["close"] == 0
 
 
+def test_after_fork_a_kept_home_moves_to_the_new_segments(new_pool, driver, quiet):
+    """A caller that keeps its home (the peewee layer, per holder) across a fork never
+    gets the parent's connection back from the old segment's idle stack: the rebuild
+    closes the old segments and the home's next checkout moves it to a new one."""
+    pool = new_pool(max_connections=2, **quiet)
+    home = pool.home()
+    parents = home.checkout()
+    home.checkin(parents)  # idle on top of the home segment
+    old_segment = home.segment
+    pool._after_fork_in_child()
+    assert not old_segment.open and not old_segment.current
+    conn = home.checkout()
+    assert conn is not parents and not conn.raw.discarded
+    assert conn.segment in pool._segments and home.segment in pool._segments
+    assert home.segment is pool._home_record().segment
+    home.checkin(conn)
+    assert home.checkout() is conn, "the home's fast path works again"
+    home.checkin(conn)
+    check_accounting(pool)
+    assert parents in old_segment.idle, "the parent's connection was never handed out"
+
+
+def test_a_kept_home_of_a_closed_pool_raises_pool_closed(new_pool, quiet):
+    pool = new_pool(max_connections=2, **quiet)
+    home = pool.home()
+    home.checkin(home.checkout())
+    pool.close()
+    with pytest.raises(PoolClosed):
+        home.checkout()
+    with pytest.raises(PoolClosed):
+        pool.home()
+
+
 def test_after_fork_a_closed_pool_stays_closed(new_pool):
     pool = new_pool()
     pool.close()

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from flask_peewee_pool.core import concurrency
 from flask_peewee_pool.core.pool import _split
 from tests.unit.fakes import FakeClock, FakeDriver, check_accounting, give, join_all, start, take
 
@@ -28,6 +29,21 @@ def test_capacities_sum_exactly_to_max_connections(new_pool, max_connections, se
     wanted = 4 if segments is None else segments
     assert len(caps) == min(wanted, max_connections)
     assert pool.stats().segments == len(caps)
+
+
+@pytest.mark.parametrize("gil_disabled", [False, True])
+def test_segments_are_made_apart_only_without_the_gil(monkeypatch, gil_disabled):
+    """On free-threaded CPython each segment is made by a thread of its own (so no two
+    share a cache line, see concurrency.made_apart); under the GIL, here, in order."""
+    monkeypatch.setattr(concurrency, "_gil_disabled", lambda: gil_disabled)
+    made = concurrency.made_apart([threading.current_thread for _ in range(3)])
+    if gil_disabled:
+        assert len({id(t) for t in made}) == 3 and threading.current_thread() not in made
+    else:
+        assert made == [threading.current_thread()] * 3
+    assert concurrency.made_apart([lambda i=i: i for i in range(5)]) == list(range(5))
+    with pytest.raises(ZeroDivisionError):
+        concurrency.made_apart([lambda: 1, lambda: 1 / 0, lambda: 3])
 
 
 def test_split_is_exact_for_many_combinations():
