@@ -298,6 +298,7 @@ class PooledDatabase:
                 return False
             raise peewee.OperationalError("Connection already opened.")
         home = state.home
+        pooled = None
         try:
             if home is None:  # this holder's first checkout, or its pool was replaced
                 home = self._bind_home(state)
@@ -305,15 +306,15 @@ class PooledDatabase:
         except errors.PoolClosed:
             if home is None or home.pool is self._pool:
                 raise
-            # Its pool was closed by init() or dispose(), which made a new one.
-            state.home = None
-            return self.connect(reuse_if_open)
+            state.home = None  # its pool was closed by init() or dispose(): move (below)
         except errors.ConnectError as exc:
             raise ConnectFailed(str(exc)) from exc.__cause__
         except errors.PoolTimeout as exc:
             raise CheckoutTimeout(str(exc)) from None
         except errors.PoolExhausted as exc:
             raise CheckoutRejected(str(exc)) from None
+        if pooled is None:  # outside the handler: its errors are not chained to PoolClosed
+            return self.connect(reuse_if_open)
         # peewee's set_connection, without new lists: reset() left them empty.
         state.conn = pooled.raw
         state.closed = False

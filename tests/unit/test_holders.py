@@ -287,6 +287,29 @@ def test_a_holder_keeps_its_home_and_follows_a_new_pool(make_db):
         db.connect()
 
 
+def test_moving_home_to_a_new_pool_does_not_chain_its_errors_to_the_closed_one(make_db):
+    """A holder whose pool was replaced moves to the new one outside the PoolClosed
+    handler, so an error from the new pool reads as itself (no "During handling of the
+    above exception" PoolClosed in the traceback the user sees)."""
+    from flask_peewee_pool.orm.database import ConnectFailed
+
+    db = make_db(max_connections=2)
+    with db.connection_context():
+        pass
+    db.dispose()
+    db._fake_driver.fail_connect = True
+    with pytest.raises(ConnectFailed) as caught:
+        db.connect()
+    chain, exc = [], caught.value
+    while exc is not None:
+        chain.append(type(exc).__name__)
+        exc = exc.__context__
+    assert "PoolClosed" not in chain, chain
+    db._fake_driver.fail_connect = False
+    with db.connection_context():
+        db.execute_sql("SELECT 1")
+
+
 def test_a_shared_state_keeps_no_home(make_db):
     """thread_safe=False: one state for every thread, so no home is kept (a home names
     one thread); every connect asks the pool, and connections still come and go."""
