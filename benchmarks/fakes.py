@@ -113,6 +113,25 @@ class FakeAdapter:
         pass
 
 
+class DedicatedFake(FakeAdapter):
+    """The ceiling: each thread keeps a connection of its own (no pool) and a unit pings
+    it. Nothing is shared between the threads, not even this adapter (``unit`` is read
+    once per thread, and each thread gets a function of its own): on free-threaded
+    CPython its speed-up is what the machine gives two threads at that moment, the
+    control for every pool's figure in the same run."""
+
+    name = "dedicated"
+
+    @property  # type: ignore[override]
+    def unit(self) -> Any:
+        conn = FakeConnection()
+
+        def unit() -> None:
+            conn.ping()
+
+        return unit
+
+
 class OursPoolFake(FakeAdapter):
     name = "ours-pool"
 

@@ -33,6 +33,7 @@ from typing import Any
 from . import report
 from .fakes import (
     DBUtilsFake,
+    DedicatedFake,
     FakeAdapter,
     FakeDriver,
     OursPeeweeFake,
@@ -78,6 +79,7 @@ def _ours_peewee(segments: int | None) -> Callable[[int], FakeAdapter]:
 #: name -> factory(pool size). "ours" = through peewee (db.connect(); db.close()), the
 #: path an application takes; "ours-pool" = ConnectionPool alone.
 POOLS: dict[str, Callable[[int], FakeAdapter]] = {
+    "dedicated": DedicatedFake,
     "ours": _ours_peewee(None),
     "ours segments=1": _ours_peewee(1),
     "ours-pool": _ours_pool(None),
