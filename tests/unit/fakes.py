@@ -101,9 +101,11 @@ class LockWatch:
 class InstrumentedLock:
     """A ``threading.Lock`` that knows its owner (for the driver's no-lock assertion)."""
 
-    def __init__(self, name: str, kind: str, watch: LockWatch) -> None:
+    def __init__(self, name: str, kind: str, watch: LockWatch, rank: int = 0) -> None:
         self.name = name
         self.kind = kind
+        #: Locks of one kind nest only in increasing rank (segments: their index).
+        self.rank = rank
         self._lock = threading.Lock()
         self._watch = watch
         self.owner: int | None = None
@@ -119,6 +121,9 @@ class InstrumentedLock:
         if blocking:
             for held in self._watch.held_by_me():
                 self._watch.order.add((held.kind, self.kind))
+                if held.kind == self.kind and held.rank >= self.rank:
+                    self._watch.violation(
+                        f"{self.name} acquired while holding {held.name} (out of order)")
         ok = self._lock.acquire(blocking, timeout)
         if ok:
             self.owner = me
@@ -171,7 +176,8 @@ class WatchedDeque(collections.deque):  # type: ignore[type-arg]
 def instrument(pool: ConnectionPool, watch: LockWatch) -> None:
     """Swap every lock of ``pool`` for an :class:`InstrumentedLock` (and the waiter queue)."""
     for seg in pool._segments:
-        seg.lock = InstrumentedLock(f"{pool.name}.segment[{seg.index}]", "segment", watch)
+        seg.lock = InstrumentedLock(f"{pool.name}.segment[{seg.index}]", "segment", watch,
+                                    rank=seg.index)
     pool._waiters_lock = InstrumentedLock(f"{pool.name}.waiters", "waiters", watch)
     assert not pool._waiters
     pool._waiters = WatchedDeque()

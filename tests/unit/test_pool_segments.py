@@ -10,7 +10,16 @@ import pytest
 
 from flask_peewee_pool.core import concurrency
 from flask_peewee_pool.core.pool import _split
-from tests.unit.fakes import FakeClock, FakeDriver, check_accounting, give, join_all, start, take
+from tests.unit.fakes import (
+    FakeClock,
+    FakeDriver,
+    Interrupt,
+    check_accounting,
+    give,
+    join_all,
+    start,
+    take,
+)
 
 
 def set_home(pool, index: int) -> None:
@@ -44,6 +53,29 @@ def test_segments_are_made_apart_only_without_the_gil(monkeypatch, gil_disabled)
     assert concurrency.made_apart([lambda i=i: i for i in range(5)]) == list(range(5))
     with pytest.raises(ZeroDivisionError):
         concurrency.made_apart([lambda: 1, lambda: 1 / 0, lambda: 3])
+
+
+def test_made_apart_threads_are_alive_together(monkeypatch):
+    """Each factory's thread waits until all have made their object: a thread that had
+    exited would hand its half-used allocator pages to the next, and their objects would
+    sit side by side again. Here every factory meets the others at a barrier, which only
+    threads alive together can pass."""
+    monkeypatch.setattr(concurrency, "_gil_disabled", lambda: True)
+    meet = threading.Barrier(3, timeout=10)
+    made = concurrency.made_apart([lambda: (meet.wait(), threading.get_ident())[1]] * 3)
+    assert len(set(made)) == 3
+
+
+def test_made_apart_interrupted_lets_its_threads_go(monkeypatch):
+    monkeypatch.setattr(concurrency, "_gil_disabled", lambda: True)
+    before = threading.active_count()
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        concurrency.made_apart([object, interrupted, object])
+    assert threading.active_count() == before, "every allocation thread has ended"
 
 
 def test_split_is_exact_for_many_combinations():
@@ -115,6 +147,117 @@ def test_idle_in_another_segment_beats_a_free_home_slot(new_pool, driver, quiet)
     set_home(pool, 1)
     assert take(pool) is conn
     assert driver.calls["connect"] == 1
+
+
+def test_a_stolen_connection_moves_home_so_the_next_checkout_is_the_fast_one(
+        new_pool, driver, quiet):
+    """Taken from a neighbour by a thread whose home has a free slot, a connection moves
+    there with its slot: without it the thread would find its home empty and go back to
+    the neighbour (the slow path, the neighbour's lock) at every checkout."""
+    pool = new_pool(max_connections=4, segments=2, **quiet)
+    set_home(pool, 0)
+    conn = take(pool)
+    give(pool, conn)
+    set_home(pool, 1)
+    assert take(pool) is conn
+    assert conn.segment is pool._segments[1]
+    assert [seg.slots for seg in pool._segments] == [0, 1]
+    check_accounting(pool)
+    give(pool, conn)
+    assert [len(seg.idle) for seg in pool._segments] == [0, 1]
+    before = [seg.lock.acquisitions for seg in pool._segments]
+    assert take(pool) is conn
+    after = [seg.lock.acquisitions for seg in pool._segments]
+    assert [b - a for a, b in zip(before, after, strict=True)] == [0, 1], "home lock only"
+    give(pool, conn)
+    assert driver.calls["connect"] == 1
+    assert pool.stats().counters.checkouts == 3
+
+
+def test_a_stolen_connection_stays_where_it_is_when_home_is_full(new_pool, driver, quiet):
+    pool = new_pool(max_connections=2, segments=2, **quiet)  # one slot per segment
+    set_home(pool, 1)
+    mine = take(pool)
+    set_home(pool, 0)
+    other = take(pool)
+    give(pool, other)
+    set_home(pool, 1)
+    assert take(pool) is other
+    assert other.segment is pool._segments[0] and mine.segment is pool._segments[1]
+    assert [seg.slots for seg in pool._segments] == [1, 1]
+    check_accounting(pool)
+    give(pool, other)
+    give(pool, mine)
+    assert [len(seg.idle) for seg in pool._segments] == [1, 1]
+
+
+def test_a_move_interrupted_waiting_for_a_lock_retires_the_connection(
+        new_pool, driver, clock, quiet):
+    """A BaseException while the thief waits for the segment locks of the move: the
+    connection (already taken) is retired, not lost, and the exception propagates."""
+    pool = new_pool(max_connections=4, segments=2, **quiet)
+    set_home(pool, 0)
+    conn = take(pool)
+    give(pool, conn)
+    lock = pool._segments[0].lock  # the move takes it first (segment order), blocking
+    real_acquire = lock.acquire
+    armed = [True]
+
+    def acquire(blocking: bool = True, timeout: float = -1) -> bool:
+        if blocking and armed:
+            armed.clear()
+            raise Interrupt()
+        return real_acquire(blocking, timeout)
+
+    lock.acquire = acquire
+    set_home(pool, 1)
+    with pytest.raises(Interrupt):
+        pool.checkout()
+    assert not armed, "interrupted in the move"
+    assert conn.retired and pool.stats().in_use == 0
+    check_accounting(pool)
+    pool.maintainer.tick(clock())
+    assert conn.raw.closed
+    held = [take(pool, timeout=0) for _ in range(4)]
+    check_accounting(pool)
+    for c in held:
+        give(pool, c)
+
+
+@pytest.mark.parametrize("reading", ["size", "stats", "idle_count"])
+def test_a_reading_never_counts_a_moving_connection_twice(new_pool, driver, quiet, reading):
+    """The readers that sum segments hold every segment lock at once: a move between
+    reading one segment and the next would count the connection twice (or not at all).
+    Here the connection moves to the other segment at every moment the reader holds no
+    segment lock."""
+    pool = new_pool(max_connections=2, segments=2, **quiet)
+    set_home(pool, 0)
+    conn = take(pool)
+    give(pool, conn)  # idle in segment 0
+    reader, in_reading, moves = threading.get_ident(), [], []
+
+    def thief() -> None:
+        set_home(pool, 1 - conn.segment.index)
+        give(pool, take(pool))  # takes it from the other segment and moves it home
+
+    def after_release(_lock: object) -> None:
+        if in_reading and threading.get_ident() == reader and not driver.watch.held_by_me():
+            where = conn.segment
+            start(thief, f"thief{len(moves)}").get()
+            assert conn.segment is not where, "moved"
+            moves.append(conn.segment.index)
+
+    driver.watch.after_release = after_release
+    in_reading.append(True)
+    if reading == "stats":
+        stats = pool.stats()
+        value = (stats.size, stats.idle, stats.in_use)
+    else:
+        value = {"size": lambda: pool.size, "idle_count": pool.idle_count}[reading]()
+    in_reading.clear()
+    driver.watch.after_release = None
+    assert moves, "moved during the reading"
+    assert value in (1, (1, 1, 0))
 
 
 def test_borrows_capacity_from_another_segment_when_home_is_full(new_pool, driver, quiet):
