@@ -71,8 +71,9 @@ class _UseDefault:
 
     A class, not an ``object()``: a default argument is stored into every call's frame,
     and on free-threaded CPython 3.13 that writes the object's reference count from every
-    thread (one cache line for all of them, measured at +0.19 us per call at 2 threads);
-    a class's count is deferred, so nothing is written.
+    thread (one cache line for all of them: ``python -m benchmarks.sharedreads
+    object-default class-default``); classes there are immortal once a second thread has
+    started, so nothing is written.
     """
 
 
