@@ -1385,13 +1385,11 @@ class ConnectionPool:
             setattr(seg.counters, counter, getattr(seg.counters, counter) + 1)
 
     def idle_count(self) -> int:
-        with self._all_segments_locked() as segments:
-            return sum(len(seg.idle) for seg in segments)
+        return self._census()[1]
 
     @property
     def size(self) -> int:
-        with self._all_segments_locked() as segments:
-            return sum(seg.slots for seg in segments)
+        return self._census()[0]
 
     def stats(self) -> PoolStats:
         """A snapshot: the connection counts read with every segment locked at once (a
