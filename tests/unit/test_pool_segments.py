@@ -139,21 +139,12 @@ def test_steals_idle_connection_from_another_segment(new_pool, driver, quiet):
     assert driver.calls["connect"] == 1, "an idle connection beats a new one"
 
 
-def test_idle_in_another_segment_beats_a_free_home_slot(new_pool, driver, quiet):
-    pool = new_pool(max_connections=4, segments=2, **quiet)
-    set_home(pool, 0)
-    conn = take(pool)
-    give(pool, conn)
-    set_home(pool, 1)
-    assert take(pool) is conn
-    assert driver.calls["connect"] == 1
-
-
-def test_a_stolen_connection_moves_home_so_the_next_checkout_is_the_fast_one(
+def test_idle_in_another_segment_beats_a_free_home_slot_and_moves_home(
         new_pool, driver, quiet):
-    """Taken from a neighbour by a thread whose home has a free slot, a connection moves
-    there with its slot: without it the thread would find its home empty and go back to
-    the neighbour (the slow path, the neighbour's lock) at every checkout."""
+    """An idle connection in a neighbour is taken rather than a new one opened in a free
+    home slot; it then moves home with its slot: without that the thread would find its
+    home empty and go back to the neighbour (the slow path, the neighbour's lock) at
+    every checkout."""
     pool = new_pool(max_connections=4, segments=2, **quiet)
     set_home(pool, 0)
     conn = take(pool)
@@ -191,29 +182,45 @@ def test_a_stolen_connection_stays_where_it_is_when_home_is_full(new_pool, drive
     assert [len(seg.idle) for seg in pool._segments] == [1, 1]
 
 
+#: (owner's home, thief's home, lock to interrupt, blocking acquisitions of it to let by):
+#: the move's first and second lock wait, stealing in either direction (the thief's own
+#: home lock is taken once, blocking, by its fast path before the move).
+MOVE_WAITS = {
+    "0->1, first lock": (0, 1, 0, 0),
+    "0->1, second lock": (0, 1, 1, 1),
+    "1->0, first lock": (1, 0, 0, 1),
+    "1->0, second lock": (1, 0, 1, 0),
+}
+
+
+@pytest.mark.parametrize("where", list(MOVE_WAITS))
 def test_a_move_interrupted_waiting_for_a_lock_retires_the_connection(
-        new_pool, driver, clock, quiet):
-    """A BaseException while the thief waits for the segment locks of the move: the
+        new_pool, driver, clock, quiet, where):
+    """A BaseException while the thief waits for either segment lock of the move: the
     connection (already taken) is retired, not lost, and the exception propagates."""
+    owner, thief, index, let_by = MOVE_WAITS[where]
     pool = new_pool(max_connections=4, segments=2, **quiet)
-    set_home(pool, 0)
+    set_home(pool, owner)
     conn = take(pool)
     give(pool, conn)
-    lock = pool._segments[0].lock  # the move takes it first (segment order), blocking
+    lock = pool._segments[index].lock
     real_acquire = lock.acquire
     armed = [True]
+    blocking_acquisitions = [0]
 
     def acquire(blocking: bool = True, timeout: float = -1) -> bool:
         if blocking and armed:
-            armed.clear()
-            raise Interrupt()
+            blocking_acquisitions[0] += 1
+            if blocking_acquisitions[0] > let_by:
+                armed.clear()
+                raise Interrupt()
         return real_acquire(blocking, timeout)
 
     lock.acquire = acquire
-    set_home(pool, 1)
-    with pytest.raises(Interrupt):
+    set_home(pool, thief)
+    with pytest.raises(Interrupt) as caught:
         pool.checkout()
-    assert not armed, "interrupted in the move"
+    assert any(entry.name == "_move" for entry in caught.traceback), "in the move's wait"
     assert conn.retired and pool.stats().in_use == 0
     check_accounting(pool)
     pool.maintainer.tick(clock())
