@@ -27,6 +27,7 @@ Same thread counts, same pool size, same loop (``runner.run_workers``) for all.
 from __future__ import annotations
 
 import types
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 
@@ -97,7 +98,16 @@ class FakeAdapter:
     def __init__(self, size: int) -> None:
         self.size = size
 
-    def unit(self) -> None:
+    @property
+    def unit(self) -> Callable[[], None]:
+        """One unit of work as a function of the calling thread's own (the runner reads it
+        once per thread): the threads share the pool or the database, as an application's
+        threads share its module's ``db``, and nothing of the harness. On free-threaded
+        CPython a shared adapter read at every unit is a contended reference count,
+        measured as if it were the pool's."""
+        return self.thread_unit()
+
+    def thread_unit(self) -> Callable[[], None]:
         raise NotImplementedError
 
     def thread_start(self, warm: bool) -> None:
@@ -115,15 +125,13 @@ class FakeAdapter:
 
 class DedicatedFake(FakeAdapter):
     """The ceiling: each thread keeps a connection of its own (no pool) and a unit pings
-    it. Nothing is shared between the threads, not even this adapter (``unit`` is read
-    once per thread, and each thread gets a function of its own): on free-threaded
-    CPython its speed-up is what the machine gives two threads at that moment, the
-    control for every pool's figure in the same run."""
+    it. Nothing is shared between the threads: on free-threaded CPython its speed-up is
+    what the machine gives two threads at that moment, the control for every pool's
+    figure in the same run."""
 
     name = "dedicated"
 
-    @property  # type: ignore[override]
-    def unit(self) -> Any:
+    def thread_unit(self) -> Callable[[], None]:
         conn = FakeConnection()
 
         def unit() -> None:
@@ -141,9 +149,13 @@ class OursPoolFake(FakeAdapter):
 
         self.pool = ConnectionPool(FakeDriver(), max_connections=size, max_lifetime=None)
 
-    def unit(self) -> None:
+    def thread_unit(self) -> Callable[[], None]:
         pool = self.pool
-        pool.checkin(pool.checkout())
+
+        def unit() -> None:
+            pool.checkin(pool.checkout())
+
+        return unit
 
     def close(self) -> None:
         self.pool.close()
@@ -164,10 +176,14 @@ class OursPeeweeFake(FakeAdapter):
 
         self.db = FakePooledDatabase("fake", max_connections=size, stale_timeout=None)
 
-    def unit(self) -> None:
+    def thread_unit(self) -> Callable[[], None]:
         db = self.db
-        db.connect()
-        db.close()
+
+        def unit() -> None:
+            db.connect()
+            db.close()
+
+        return unit
 
     def close(self) -> None:
         self.db.close_pool()
@@ -190,10 +206,14 @@ class PeeweeFake(FakeAdapter):
 
         self.db = FakePooledMySQL("fake", max_connections=size, timeout=30)
 
-    def unit(self) -> None:
+    def thread_unit(self) -> Callable[[], None]:
         db = self.db
-        db.connect()
-        db.close()
+
+        def unit() -> None:
+            db.connect()
+            db.close()
+
+        return unit
 
     def close(self) -> None:
         self.db.close_all()
@@ -220,8 +240,13 @@ class SQLAlchemyFake(FakeAdapter):
             dialect=PingDialect(),
         )
 
-    def unit(self) -> None:
-        self.pool.connect().close()
+    def thread_unit(self) -> Callable[[], None]:
+        pool = self.pool
+
+        def unit() -> None:
+            pool.connect().close()
+
+        return unit
 
     def close(self) -> None:
         self.pool.dispose()
@@ -245,8 +270,13 @@ class DBUtilsFake(FakeAdapter):
             module, maxcached=size, maxconnections=size, blocking=True, ping=1, reset=True
         )
 
-    def unit(self) -> None:
-        self.pool.connection().close()
+    def thread_unit(self) -> Callable[[], None]:
+        pool = self.pool
+
+        def unit() -> None:
+            pool.connection().close()
+
+        return unit
 
     def close(self) -> None:
         self.pool.close()
