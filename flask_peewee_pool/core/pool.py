@@ -51,7 +51,6 @@ from .options import PoolOptions
 from .stats import (
     _BUCKET_COUNT,
     _BUCKETS_PER_OCTAVE,
-    _MIN_SECONDS,
     Counters,
     Histogram,
     PoolStats,
@@ -237,8 +236,9 @@ def _checkin(conn: PooledConnection, broken: bool = False) -> None:
                 # Histogram.observe(held), inlined (the same buckets; tested equal).
                 held = now - conn.checked_out_at
                 usage = seg.usage_time
-                if held > _MIN_SECONDS:
-                    index = int(_log2(held / _MIN_SECONDS) * _BUCKETS_PER_OCTAVE) + 1
+                low = usage.min_seconds  # stats._MIN_SECONDS: see Histogram.min_seconds
+                if held > low:
+                    index = int(_log2(held / low) * _BUCKETS_PER_OCTAVE) + 1
                     if index > _LAST_BUCKET:
                         index = _LAST_BUCKET
                     usage.buckets[index] += 1
@@ -268,12 +268,18 @@ class _Home:
     the caller (:meth:`ConnectionPool.home`).
     """
 
-    __slots__ = ("app_files", "pool", "segment", "thread")
+    __slots__ = ("app_files", "checkin", "pool", "segment", "thread")
 
     def __init__(self, pool: ConnectionPool, segment: _Segment) -> None:
         self.pool = pool
         self.segment = segment
         self.thread = threading.current_thread()
+        #: :meth:`ConnectionPool.checkin` without the ownership check, for a caller that
+        #: has the connection from this pool's checkout (the peewee layer, which keeps its
+        #: home). Kept per record, not as a ``staticmethod`` on the class: on free-threaded
+        #: CPython that wrapper is one object every thread's checkin would load (functions
+        #: are immortal there, a staticmethod object is not).
+        self.checkin: Callable[..., None] = _checkin
         #: Per source file: is it application code? (_application_frame's cache, per
         #: thread: one dict shared by every thread is a shared cache line.)
         self.app_files: dict[str, bool] = {}
@@ -323,10 +329,6 @@ class _Home:
                 self.pool._retire(conn, "broken")
             raise
         return self.pool._checkout_slow(conn, self, start, timeout)
-
-    #: :meth:`ConnectionPool.checkin` without the ownership check, for a caller that has
-    #: the connection from this pool's checkout (the peewee layer, which keeps its home).
-    checkin = staticmethod(_checkin)
 
     def _checkout_cold(self, timeout: float | None) -> PooledConnection:
         """The segment is not open: start the pool (or raise why not), then check out

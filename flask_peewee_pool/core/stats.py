@@ -20,9 +20,14 @@ _BUCKET_COUNT = 37 * _BUCKETS_PER_OCTAVE
 class Histogram:
     """A log-bucketed histogram of durations in seconds. Not thread-safe by itself."""
 
-    __slots__ = ("buckets", "count", "max", "total")
+    __slots__ = ("buckets", "count", "max", "min_seconds", "total")
 
     def __init__(self) -> None:
+        #: The lower bound of bucket 1, as a float object of this histogram's own, for the
+        #: pool's inlined ``observe``: on free-threaded CPython a module's float constant
+        #: is one mortal object (constants are immortal only when the module came from a
+        #: .pyc) whose reference count every thread's checkin would write.
+        self.min_seconds = _MIN_SECONDS + 0.0
         self.buckets = [0] * _BUCKET_COUNT
         self.count = 0
         self.total = 0.0

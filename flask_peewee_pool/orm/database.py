@@ -286,13 +286,15 @@ class PooledDatabase:
 
     def connect(self, reuse_if_open: bool = False) -> bool:
         """Check a connection out of the pool for this thread (no shared lock held)."""
-        holders = self._holders
-        if _threading_patched and not concurrency.is_current_local(holders):
-            holders = self._adopt_threading()
-        try:  # the state property, inlined: one thread-local read per connect
-            state = holders.state
+        if _threading_patched and not concurrency.is_current_local(self._holders):
+            self._adopt_threading()
+        # The state property, inlined: one read of this shared database object and one of
+        # its thread-local per connect (on free-threaded CPython each read of an object
+        # that other threads read too writes its reference count).
+        try:
+            state = self._holders.state
         except AttributeError:
-            state = holders.state = _PooledState()
+            state = self._holders.state = _PooledState()
         if not state.closed:
             if reuse_if_open:
                 return False
