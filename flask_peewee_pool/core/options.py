@@ -28,6 +28,10 @@ NONE_WORDS = frozenset({"", "none", "null"})
 ALIASES = {"stale_timeout": "max_lifetime", "pool_name": "name"}
 
 
+#: The most segments a pool may be split into (see ``segments``).
+MAX_SEGMENTS = 256
+
+
 @dataclasses.dataclass(frozen=True)
 class PoolOptions:
     """Settings of one :class:`~flask_peewee_pool.core.pool.ConnectionPool`.
@@ -80,7 +84,10 @@ class PoolOptions:
                 "min_idle",
                 f"must be at most max_connections ({self.max_connections}), got {self.min_idle}",
             )
-        _check_int(self, "segments", minimum=1, optional=True)
+        # Bounded: each segment is made by a thread of its own (concurrency.made_apart), and
+        # a segment per core is all a lock split can use; an unbounded value would build
+        # millions of them at startup instead of failing with a clear error.
+        _check_int(self, "segments", minimum=1, maximum=MAX_SEGMENTS, optional=True)
         _check_number(self, "max_lifetime", positive=True, optional=True)
         _check_number(self, "lifetime_jitter", minimum=0.0)
         if self.lifetime_jitter >= 1:
@@ -262,12 +269,16 @@ def _describe(kind: str) -> str:
     return " ".join(words)
 
 
-def _check_int(opts: PoolOptions, name: str, *, minimum: int, optional: bool = False) -> None:
+def _check_int(opts: PoolOptions, name: str, *, minimum: int, maximum: int | None = None,
+               optional: bool = False) -> None:
     value = getattr(opts, name)
     if value is None and optional:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        accepted = f"an integer >= {minimum}" + (" or None" if optional else "")
+    if (isinstance(value, bool) or not isinstance(value, int) or value < minimum
+            or (maximum is not None and value > maximum)):
+        accepted = (f"an integer >= {minimum}" if maximum is None
+                    else f"an integer from {minimum} to {maximum}")
+        accepted += " or None" if optional else ""
         raise ConfigError(name, f"must be {accepted}, got {_show(value)}")
 
 

@@ -18,7 +18,7 @@ NAN, INF = float("nan"), float("inf")
 BAD_VALUES: dict[str, list[object]] = {
     "max_connections": [0, -1, None, 1.5, "10", True, INF, [], 2.0],
     "min_idle": [-1, None, 0.5, "1", True, 21],  # 21 > max_connections (20)
-    "segments": [0, -2, 1.5, "4", False, NAN],
+    "segments": [0, -2, 1.5, "4", False, NAN, 257, 10**18],
     "max_lifetime": [0, -1.0, NAN, INF, -INF, "10", True, [1]],
     "lifetime_jitter": [-0.1, 1.0, 1.5, NAN, INF, None, "0.2", True],
     "idle_timeout": [0, -5, NAN, INF, "60", False],
@@ -39,7 +39,7 @@ BAD_VALUES: dict[str, list[object]] = {
 GOOD_VALUES: dict[str, list[object]] = {
     "max_connections": [1, 20, 1000],
     "min_idle": [0, 5, 20],
-    "segments": [None, 1, 64],
+    "segments": [None, 1, 64, 256],
     "max_lifetime": [None, 0.001, 1, 3600.5],
     "lifetime_jitter": [0, 0.0, 0.5, 0.999],
     "idle_timeout": [None, 0.1, 600],
