@@ -140,6 +140,22 @@ class DedicatedFake(FakeAdapter):
         return unit
 
 
+class _DatabaseFake(FakeAdapter):
+    """A pool behind a peewee database (``self.db``): a unit is what an application's
+    request does, ``db.connect(); db.close()``."""
+
+    db: Any
+
+    def thread_unit(self) -> Callable[[], None]:
+        db = self.db
+
+        def unit() -> None:
+            db.connect()
+            db.close()
+
+        return unit
+
+
 class OursPoolFake(FakeAdapter):
     name = "ours-pool"
 
@@ -161,7 +177,7 @@ class OursPoolFake(FakeAdapter):
         self.pool.close()
 
 
-class OursPeeweeFake(FakeAdapter):
+class OursPeeweeFake(_DatabaseFake):
     name = "ours"
 
     def __init__(self, size: int) -> None:
@@ -176,20 +192,11 @@ class OursPeeweeFake(FakeAdapter):
 
         self.db = FakePooledDatabase("fake", max_connections=size, stale_timeout=None)
 
-    def thread_unit(self) -> Callable[[], None]:
-        db = self.db
-
-        def unit() -> None:
-            db.connect()
-            db.close()
-
-        return unit
-
     def close(self) -> None:
         self.db.close_pool()
 
 
-class PeeweeFake(FakeAdapter):
+class PeeweeFake(_DatabaseFake):
     name = "peewee"
 
     def __init__(self, size: int) -> None:
@@ -205,15 +212,6 @@ class PeeweeFake(FakeAdapter):
             pass
 
         self.db = FakePooledMySQL("fake", max_connections=size, timeout=30)
-
-    def thread_unit(self) -> Callable[[], None]:
-        db = self.db
-
-        def unit() -> None:
-            db.connect()
-            db.close()
-
-        return unit
 
     def close(self) -> None:
         self.db.close_all()

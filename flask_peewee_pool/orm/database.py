@@ -399,7 +399,7 @@ class PooledDatabase:
             "a connection passed to another thread. Open a connection in each thread or "
             "greenlet (db.connection_context()).")
 
-    def _adopt_threading(self) -> Any:
+    def _adopt_threading(self) -> None:
         """Replace the thread-local and lock made before gevent patched ``threading`` (one
         real thread-local shared by every greenlet) with greenlet-local ones."""
         old = getattr(self._holders, "state", None)  # this OS thread's, if any
@@ -412,7 +412,6 @@ class PooledDatabase:
             if is_open and pooled is not None and not pooled.reclaimed:
                 # Checked out before patching by this OS thread: no greenlet owns it now.
                 pooled.pool.checkin(pooled)
-        return self._holders
 
     def _initialize_checkout(self, pooled: PooledConnection) -> None:
         """peewee's per-connect steps: server version (once), ``_initialize_connection``."""
